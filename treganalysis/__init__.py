@@ -1,0 +1,32 @@
+"""treganalysis: automated regulatory T cell (Treg) gating and IL-2 trial statistics.
+
+The public surface is small; everything else lives in private-by-convention modules::
+
+    import treganalysis as ta
+    sample = ta.read_fcs("file.fcs")        # Sample: float32 events, channels, markers, metadata
+    comp = ta.compensate(sample)            # spillover from the file's keyword, or a matrix file
+    y = ta.logicle(comp.column("FITC-A"))   # GatingML 2.0 Logicle, vectorised
+    panel = ta.resolve_panel(sample)        # marker -> channel through configurable aliases
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .compensation import compensate, read_spillover_csv
+from .errors import FCSError, PanelError, SpilloverError, TransformError, TregAnalysisError
+from .fcs import read_fcs
+from .panel import DEFAULT_ALIASES, resolve_marker, resolve_panel
+from .sample import Sample, Spillover
+from .transforms import arcsinh, arcsinh_inverse, estimate_logicle_w, logicle, logicle_inverse
+
+try:
+    __version__ = version("treganalysis")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "read_fcs", "Sample", "Spillover", "compensate", "read_spillover_csv",
+    "logicle", "logicle_inverse", "arcsinh", "arcsinh_inverse", "estimate_logicle_w",
+    "resolve_panel", "resolve_marker", "DEFAULT_ALIASES",
+    "TregAnalysisError", "FCSError", "PanelError", "SpilloverError", "TransformError",
+    "__version__",
+]

@@ -1,0 +1,187 @@
+"""Marker panel: which channel of a file carries which marker.
+
+Labs name channels every way: ``FoxP3 AF647``, ``CD25 BB515``, ``LIVE DEAD Aqua``, ``L/D``,
+``Zombie NIR``, ``145Nd_CD4``. A marker is found through a table of aliases matched against
+``$PnS`` first and ``$PnN`` second, case-insensitively and token by token, so ``CD4`` matches
+``CD4 PE-Cy7`` but never ``CD45RA``. A user extends the table (``panel: aliases:`` in the config)
+rather than renaming files, or names the channel outright (``panel: channels:``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from .errors import PanelError
+from .sample import Sample, is_scatter, is_time
+
+__all__ = ["DEFAULT_ALIASES", "merge_aliases", "resolve_marker", "resolve_panel", "tokens"]
+
+# Marker -> aliases. An alias is a phrase of tokens ("live dead", "ki-67"); "*" inside a token
+# is a wildcard ("fvs*" matches FVS780). Names are the ones in use on panels of the field
+# (OMIP-015/-021/-053, ONE Study, HIPC Lyoplate) and vendors' viability dyes.
+DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
+    "cd3": ("cd3", "cd3e"),
+    "cd4": ("cd4",),
+    "cd8": ("cd8", "cd8a", "cd8b"),
+    "cd25": ("cd25", "il2ra", "il-2ra", "il2r alpha"),
+    "cd127": ("cd127", "il7ra", "il-7ra"),
+    "foxp3": ("foxp3", "fox-p3"),
+    "viability": (
+        "viability", "live dead", "livedead", "live", "dead", "l/d", "ld", "zombie", "7-aad", "7aad",
+        "fvs*", "fvd", "fixable viability", "aqua amine", "amine", "vivid", "dapi", "sytox", "pi",
+    ),
+    "cd45ra": ("cd45ra",),
+    "cd45ro": ("cd45ro",),
+    "ki67": ("ki-67", "ki67", "mki67"),
+    "cd56": ("cd56", "ncam", "ncam1"),
+    "cd45": ("cd45",),
+    "cd19": ("cd19",),
+    "cd14": ("cd14",),
+    "cd16": ("cd16",),
+    "hla-dr": ("hla-dr", "hladr"),
+    "ccr7": ("ccr7", "cd197"),
+    "cd39": ("cd39",),
+    "helios": ("helios", "ikzf2"),
+    "ctla4": ("ctla-4", "ctla4", "cd152"),
+}
+
+_SPLIT = re.compile(r"[\s/_,;:|()\[\]{}+-]+")
+_AREA = re.compile(r"-[AHW]$", re.IGNORECASE)
+
+
+def tokens(label: str) -> list[str]:
+    """Lower-case tokens of a channel label or alias: ``"LIVE/DEAD Aqua-A"`` -> live, dead, aqua, a."""
+    return [t for t in _SPLIT.split(label.lower()) if t]
+
+
+def merge_aliases(aliases: Mapping[str, Sequence[str]] | None = None) -> dict[str, tuple[str, ...]]:
+    """The default table extended by a user's aliases (the user's are tried first)."""
+    merged = dict(DEFAULT_ALIASES)
+    for marker, extra in (aliases or {}).items():
+        if isinstance(extra, str):
+            extra = [extra]
+        key = marker.lower()
+        merged[key] = tuple(dict.fromkeys([*(a.lower() for a in extra), *merged.get(key, ())]))
+    return merged
+
+
+def resolve_marker(
+    sample: Sample,
+    marker: str,
+    aliases: Mapping[str, Sequence[str]] | None = None,
+    channels: Mapping[str, str] | None = None,
+) -> str:
+    """The ``$PnN`` of the one channel carrying ``marker``.
+
+    Parameters
+    ----------
+    sample : Sample
+        The sample whose channels are searched.
+    marker : str
+        A marker name of the alias table (``"cd25"``, ``"foxp3"``, ``"viability"`` ...).
+    aliases : mapping, optional
+        Extra aliases per marker, added to :data:`DEFAULT_ALIASES`.
+    channels : mapping, optional
+        Marker -> channel (``$PnN`` or ``$PnS``) chosen by the user; bypasses the aliases.
+
+    Raises
+    ------
+    PanelError
+        No channel or several channels match; the message lists every channel with its ``$PnS``.
+    """
+    table = merge_aliases(aliases)
+    channel = _find(sample, marker.lower(), table, _lower_keys(channels))
+    if channel is None:
+        raise PanelError(_missing_message(sample, [marker], table))
+    return channel
+
+
+def resolve_panel(
+    sample: Sample,
+    markers: Iterable[str] | None = None,
+    aliases: Mapping[str, Sequence[str]] | None = None,
+    required: Iterable[str] = (),
+    channels: Mapping[str, str] | None = None,
+) -> dict[str, str | None]:
+    """Channel of each marker, ``None`` where the panel lacks it.
+
+    Parameters
+    ----------
+    sample : Sample
+    markers : iterable of str, optional
+        The markers to look for; by default every marker of the alias table.
+    aliases : mapping, optional
+        Extra aliases per marker, added to :data:`DEFAULT_ALIASES`.
+    required : iterable of str
+        Markers that must be found; all missing ones are reported in one error.
+    channels : mapping, optional
+        Marker -> channel (``$PnN`` or ``$PnS``) chosen by the user; bypasses the aliases.
+
+    Raises
+    ------
+    PanelError
+        A required marker is missing, or any marker matches several channels.
+    """
+    table = merge_aliases(aliases)
+    required = [m.lower() for m in required]
+    wanted = list(dict.fromkeys([*(m.lower() for m in (markers if markers is not None else table)), *required]))
+    chosen = _lower_keys(channels)
+    wanted += [m for m in chosen if m not in wanted]
+    panel = {m: _find(sample, m, table, chosen) for m in wanted}
+    missing = [m for m in required if panel[m] is None]
+    if missing:
+        raise PanelError(_missing_message(sample, missing, table))
+    return panel
+
+
+def _lower_keys(mapping: Mapping[str, str] | None) -> dict[str, str]:
+    return {k.lower(): v for k, v in (mapping or {}).items()}
+
+
+def _find(sample: Sample, marker: str, table: Mapping[str, Sequence[str]], chosen: Mapping[str, str]) -> str | None:
+    if marker in chosen:
+        return sample.channels[sample.index(chosen[marker])]
+    patterns = [tokens(a) for a in table.get(marker, (marker,))]
+    candidates = [j for j, c in enumerate(sample.channels) if not (is_scatter(c) or is_time(c))]
+    # $PnS (the marker) is what labs write; $PnN (the detector) only when $PnS says nothing
+    for labels in (sample.markers, sample.channels):
+        hits = [j for j in candidates if labels[j] and any(_contains(tokens(labels[j]), p) for p in patterns)]
+        hits = _prefer_area(sample, hits)
+        if len(hits) == 1:
+            return sample.channels[hits[0]]
+        if len(hits) > 1:
+            listed = ", ".join(f"{sample.channels[j]} ({sample.markers[j]})" for j in hits)
+            raise PanelError(
+                f"{sample.name}: marker {marker!r} matches several channels: {listed}. Name the right one "
+                f"under panel: channels: in the config (e.g. {marker}: {sample.channels[hits[0]]}). "
+                f"All channels: {sample.describe_channels()}"
+            )
+    return None
+
+
+def _prefer_area(sample: Sample, hits: list[int]) -> list[int]:
+    """Of the -A/-H/-W channels of one detector, keep the area channel."""
+    detectors = {_AREA.sub("", sample.channels[j]) for j in hits}
+    if len(hits) > 1 and len(detectors) == 1:
+        area = [j for j in hits if sample.channels[j].upper().endswith("-A")]
+        return area[:1] or hits
+    return hits
+
+
+def _contains(label: list[str], pattern: list[str]) -> bool:
+    """True when ``pattern`` occurs as consecutive tokens of ``label`` (``*`` as a wildcard)."""
+    n = len(pattern)
+    return any(
+        all(fnmatch.fnmatchcase(label[i + k], pattern[k]) for k in range(n)) for i in range(len(label) - n + 1)
+    )
+
+
+def _missing_message(sample: Sample, missing: list[str], table: Mapping[str, Sequence[str]]) -> str:
+    tried = "; ".join(f"{m}: {', '.join(table.get(m, (m,)))}" for m in missing)
+    return (
+        f"{sample.name}: marker{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found in the panel "
+        f"(aliases tried against $PnS then $PnN - {tried}). Channels ($PnN ($PnS)): "
+        f"{sample.describe_channels()}. Add the label as an alias under panel: aliases: in the config."
+    )
