@@ -12,9 +12,9 @@ import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import TregAnalysisError
 from .fcs import count_datasets, read_fcs
-from .panel import resolve_panel
+from .errors import PanelError, TregAnalysisError
+from .panel import DEFAULT_ALIASES, resolve_panel
 from .sample import Sample
 
 __all__ = ["main"]
@@ -90,15 +90,16 @@ def describe(sample: Sample, n_datasets: int = 1) -> str:
     ]
     width = max(len(k) for k, _ in facts)
     lines += [f"  {k:<{width}}  {v}" for k, v in facts if v]
-    try:
-        panel = resolve_panel(sample)
-        marker_of: dict[str, str] = {}
-        for marker, channel in panel.items():
-            if channel:
-                marker_of[channel] = f"{marker_of[channel]}, {marker}" if channel in marker_of else marker
-        panel_note = None
-    except TregAnalysisError as exc:
-        marker_of, panel_note = {}, str(exc)
+    panel, ambiguous = {}, []
+    for marker in DEFAULT_ALIASES:
+        try:
+            panel.update(resolve_panel(sample, [marker]))
+        except PanelError:
+            ambiguous.append(marker)
+    marker_of: dict[str, str] = {}
+    for marker, channel in panel.items():
+        if channel:
+            marker_of[channel] = f"{marker_of[channel]}, {marker}" if channel in marker_of else marker
     rows = [("#", "$PnN", "$PnS", "$PnR", "marker")]
     rows += [
         (str(j + 1), c, m, f"{r:g}", marker_of.get(c, ""))
@@ -108,13 +109,11 @@ def describe(sample: Sample, n_datasets: int = 1) -> str:
     lines.append("")
     lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.append("")
-    if panel_note:
-        lines.append(f"  markers: {panel_note}")
-    else:
-        found = [m for m, c in panel.items() if c]
-        missing = [m for m, c in panel.items() if not c]
-        lines.append(f"  markers found: {', '.join(f'{m}={panel[m]}' for m in found) or 'none'}")
-        lines.append(f"  markers absent: {', '.join(missing) or 'none'}")
+    found = [f"{m}={c}" for m, c in panel.items() if c]
+    lines.append(f"  markers found: {', '.join(found) or 'none'}")
+    if ambiguous:
+        lines.append(f"  markers on several channels (name one under panel: channels:): {', '.join(ambiguous)}")
+    lines.append(f"  markers absent: {', '.join(m for m, c in panel.items() if not c) or 'none'}")
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ from .compensation import parse_spill_keyword
 from .errors import FCSError, SpilloverError
 from .sample import Sample, is_time
 
-__all__ = ["read_fcs", "read_text", "count_datasets", "SPILLOVER_KEYWORDS"]
+__all__ = ["read_fcs", "read_text", "count_datasets", "write_fcs", "assemble_fcs", "SPILLOVER_KEYWORDS"]
 
 SPILLOVER_KEYWORDS = ("$SPILLOVER", "SPILL", "$SPILL", "SPILLOVER")
 _VERSIONS = ("2.0", "3.0", "3.1", "3.2")
@@ -77,8 +77,8 @@ def read_fcs(path: str | os.PathLike, *, dataset: int | None = None, offsets: Of
         layout = _Layout.from_text(path, text)
         start, stop = _data_offsets(path, header, text, offsets)
         n_events = _event_count(path, text, layout, start, stop, size - base)
-        events = _read_data(fh, path, layout, base + start, n_events)
-    _preprocess(events, layout, text, path)
+        raw = _read_data(fh, path, layout, base + start, n_events)
+    events = _scale(raw, layout, text, path)
     return Sample(
         events=events,
         channels=layout.names,
@@ -168,7 +168,8 @@ def _locate_dataset(fh: BinaryIO, path: Path, size: int, dataset: int | None) ->
         if step < 0 or nxt in seen or nxt + _HEADER_SIZE > size:
             if found is not None:
                 break  # the data set asked for is intact; a broken link after it does not matter
-            raise FCSError(path, f"$NEXTDATA={step} in data set {len(seen) - 1} points outside the file")
+            where = "back to an earlier data set" if step < 0 or nxt in seen else "outside the file"
+            raise FCSError(path, f"$NEXTDATA={step} in data set {len(seen) - 1} points {where}")
         base = nxt
     if found is None:
         raise FCSError(path, f"has no data set {want}; it holds {len(seen)} (dataset=0..{len(seen) - 1})")
@@ -201,13 +202,26 @@ def _parse_pairs(raw: bytes, path: Path) -> dict[str, str]:
     delim = body[0]
     escaped = "\0" if "\0" not in body else "\x01"
     tokens = [t.replace(escaped, delim) for t in _split(body[1:].replace(delim * 2, escaped), delim)]
-    if any(delim in key for key in tokens[::2]):
-        # The standard escapes a delimiter inside a value by doubling it, but some writers
-        # (old CellQuest files) write empty values as a doubled delimiter instead; then a
-        # keyword swallows its neighbours. Such files never need escapes: split plainly.
-        tokens = _split(body[1:], delim)
+    pairs = _pairs(tokens)
+    if any(delim in key for key in pairs):
+        # The standard escapes a delimiter by doubling it, but some writers (old CellQuest
+        # files) write an empty value as a doubled delimiter; then a keyword swallows its
+        # neighbours and channel keywords go missing. Split plainly when that recovers them.
+        plain = _pairs(_split(body[1:], delim))
+        if _missing_channel_keywords(plain) < _missing_channel_keywords(pairs):
+            return plain
+    return pairs
+
+
+def _pairs(tokens: list[str]) -> dict[str, str]:
     # a dangling last keyword without a value carries nothing usable: it is dropped
     return {k.strip().upper(): v for k, v in zip(tokens[::2], tokens[1::2])}
+
+
+def _missing_channel_keywords(text: dict[str, str]) -> int:
+    par = text.get("$PAR", "").strip()
+    n = int(par) if par.isdigit() else 0
+    return sum(f"$P{i}{k}" not in text for i in range(1, min(n, 10_000) + 1) for k in "NB")
 
 
 def _split(body: str, delim: str) -> list[str]:
@@ -366,6 +380,7 @@ def _event_count(path: Path, text: dict, layout: _Layout, start: int, stop: int,
 
 
 def _read_data(fh: BinaryIO, path: Path, layout: _Layout, offset: int, n: int) -> np.ndarray:
+    """The stored values, (n, p), native byte order, integer bit masks applied."""
     p = len(layout.widths)
     fh.seek(offset)
     width = layout.widths[0]
@@ -377,11 +392,9 @@ def _read_data(fh: BinaryIO, path: Path, layout: _Layout, offset: int, n: int) -
         if not raw.dtype.isnative:
             raw = raw.byteswap(inplace=True).view(raw.dtype.newbyteorder("="))
         raw = raw.reshape(n, p)
-        if layout.datatype == "F":
-            return raw  # already the final float32 array: the only copy of the events
         if layout.datatype == "I":
             _mask_integers(raw, layout)
-        return raw.astype(np.float32)
+        return raw
     return _read_mixed_integers(fh, path, layout, n)
 
 
@@ -409,7 +422,7 @@ def _read_mixed_integers(fh: BinaryIO, path: Path, layout: _Layout, n: int) -> n
     if raw.size != n * per_event:
         raise FCSError(path, "DATA segment is shorter than stated: the file is truncated")
     raw = raw.reshape(n, per_event)
-    events = np.empty((n, len(layout.widths)), dtype=np.float32)
+    events = np.empty((n, len(layout.widths)), dtype=np.float64)  # exact for every width
     pos = 0
     for j, (width, mask) in enumerate(zip(layout.widths, _int_masks(layout))):
         nbytes = width // 8
@@ -431,25 +444,34 @@ def _read_mixed_integers(fh: BinaryIO, path: Path, layout: _Layout, n: int) -> n
     return events
 
 
-def _preprocess(events: np.ndarray, layout: _Layout, text: dict, path: Path) -> None:
-    """Apply ``$TIMESTEP``, ``$PnE`` and ``$PnG`` in place, in FlowIO's order and with its rules."""
+def _scale(raw: np.ndarray, layout: _Layout, text: dict, path: Path) -> np.ndarray:
+    """float32 events: ``$TIMESTEP``, ``$PnE`` and ``$PnG`` applied with FlowIO's rules.
+
+    float32 data are scaled in place (the read buffer is the event matrix); other types are cast
+    once. Scaled columns are computed from the stored values in float64, as FlowIO does, and
+    rounded once to float32.
+    """
+    events = raw if raw.dtype == np.float32 else raw.astype(np.float32)
     time = next((j for j, name in enumerate(layout.names) if is_time(name)), None)
+    step = 1.0
     if time is not None and text.get("$TIMESTEP", "").strip():
         try:
             step = float(text["$TIMESTEP"])
         except ValueError:
             warnings.warn(f"{path}: $TIMESTEP {text['$TIMESTEP']!r} is not a number; time left in ticks", stacklevel=3)
-        else:
-            events[:, time] *= np.float32(step)
     for j, ((decades, offset), gain, top) in enumerate(zip(layout.log, layout.gains, layout.ranges)):
+        # FlowIO scales time by $TIMESTEP only and ignores a gain on it (a time gain makes no sense)
+        divisor = 1.0 if j == time or gain in (0.0, 1.0) else gain
+        factor = step if j == time else 1.0
+        if decades <= 0 and divisor == 1.0 and factor == 1.0:
+            continue
+        column = raw[:, j].astype(np.float64)
         if decades > 0:
             if top <= 0:
                 raise FCSError(path, f"$P{j + 1}E is logarithmic but $P{j + 1}R={top} gives no scale")
-            column = events[:, j].astype(np.float64)
-            events[:, j] = np.power(10.0, decades * column / top) * offset
-        # a gain on the time channel makes no sense (FlowIO ignores it too)
-        if gain not in (1.0, 0.0) and j != time:
-            events[:, j] /= np.float32(gain)
+            column = np.power(10.0, decades * column / top) * offset
+        events[:, j] = column * factor / divisor
+    return events
 
 
 def _spillover(path: Path, text: dict):
@@ -462,3 +484,96 @@ def _spillover(path: Path, text: dict):
                 warnings.warn(f"{path}: ignoring unreadable {key}: {exc}", stacklevel=3)
                 return None
     return None
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def write_fcs(
+    path: str | os.PathLike,
+    events: np.ndarray,
+    channels: list[str],
+    markers: list[str] | None = None,
+    *,
+    ranges: list[float] | None = None,
+    spillover=None,
+    keywords: dict[str, str] | None = None,
+) -> Path:
+    """Write events as an FCS 3.1 file (float32, little-endian), atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination; written to a temporary file beside it and renamed, so a reader never sees
+        half a file.
+    events : array, shape (n_events, n_channels)
+        Stored as float32.
+    channels, markers : list of str
+        ``$PnN`` and ``$PnS`` (``""`` or None for none).
+    ranges : list of float, optional
+        ``$PnR`` per channel (default 262144).
+    spillover : Spillover, optional
+        Written as ``$SPILLOVER``.
+    keywords : dict, optional
+        Further TEXT keywords (``$CYT``, ``$TIMESTEP``, ...).
+    """
+    events = np.ascontiguousarray(events, dtype="<f4")
+    if events.ndim != 2 or events.shape[1] != len(channels):
+        raise ValueError(f"events must be (n, {len(channels)}), not {events.shape}")
+    markers = markers or [""] * len(channels)
+    ranges = ranges or [262144.0] * len(channels)
+    text = {"$BYTEORD": "1,2,3,4", "$DATATYPE": "F", "$MODE": "L", "$NEXTDATA": "0",
+            "$PAR": str(len(channels)), "$TOT": str(events.shape[0])}
+    for i, (name, marker, top) in enumerate(zip(channels, markers, ranges), start=1):
+        text.update({f"$P{i}N": name, f"$P{i}B": "32", f"$P{i}E": "0,0", f"$P{i}R": f"{top:g}"})
+        if marker:
+            text[f"$P{i}S"] = marker
+    if spillover is not None:
+        values = ",".join(f"{v:.10g}" for v in np.asarray(spillover.matrix).ravel())
+        text["$SPILLOVER"] = f"{len(spillover.channels)},{','.join(spillover.channels)},{values}"
+    text.update(keywords or {})
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(assemble_fcs(text, events.tobytes()))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def assemble_fcs(text: dict[str, str], data: bytes, version: str = "3.1",
+                 header: dict[str, int] | None = None) -> bytes:
+    """Bytes of an FCS file from TEXT keywords and a DATA segment.
+
+    The DATA offsets (HEADER and ``$BEGINDATA``/``$ENDDATA``) are filled in unless ``text`` or
+    ``header`` set them, which lets tests build deliberately inconsistent files.
+    """
+    delim = "/"
+    text = dict(text)
+    fixed = {k: k in text for k in ("$BEGINDATA", "$ENDDATA")}
+    for k in ("$BEGINDATA", "$ENDDATA", "$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINSTEXT", "$ENDSTEXT"):
+        text.setdefault(k, "0" * 20)  # fixed width while the offsets are worked out
+    text_start = 256
+
+    def segment() -> bytes:
+        pairs = (f"{k.replace(delim, delim * 2)}{delim}{str(v).replace(delim, delim * 2)}" for k, v in text.items())
+        return (delim + delim.join(pairs) + delim).encode("utf-8")
+
+    body = segment()
+    data_start = text_start + len(body) if data else 0
+    data_stop = data_start + len(data) - 1 if data else 0
+    if not fixed["$BEGINDATA"]:
+        text["$BEGINDATA"] = str(data_start).zfill(20)
+    if not fixed["$ENDDATA"]:
+        text["$ENDDATA"] = str(data_stop).zfill(20)
+    body = segment()
+    offsets = {"text_start": text_start, "text_stop": text_start + len(body) - 1,
+               "data_start": data_start if data_stop <= 99_999_999 else 0,
+               "data_stop": data_stop if data_stop <= 99_999_999 else 0,
+               "analysis_start": 0, "analysis_stop": 0}
+    offsets.update(header or {})
+    head = f"FCS{version}    " + "".join(
+        f"{offsets[k]:>8}" for k in ("text_start", "text_stop", "data_start", "data_stop", "analysis_start", "analysis_stop")
+    )
+    return head.encode("ascii").ljust(text_start, b" ") + body + data

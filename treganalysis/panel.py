@@ -47,7 +47,7 @@ DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
     "ctla4": ("ctla-4", "ctla4", "cd152"),
 }
 
-_SPLIT = re.compile(r"[\s/_,;:|()\[\]{}+-]+")
+_SPLIT = re.compile(r"[\s/_,;:|()\[\]{}+.-]+")
 _AREA = re.compile(r"-[AHW]$", re.IGNORECASE)
 
 
@@ -145,9 +145,11 @@ def _find(sample: Sample, marker: str, table: Mapping[str, Sequence[str]], chose
         return sample.channels[sample.index(chosen[marker])]
     patterns = [tokens(a) for a in table.get(marker, (marker,))]
     candidates = [j for j, c in enumerate(sample.channels) if not (is_scatter(c) or is_time(c))]
-    # $PnS (the marker) is what labs write; $PnN (the detector) only when $PnS says nothing
-    for labels in (sample.markers, sample.channels):
-        hits = [j for j in candidates if labels[j] and any(_contains(tokens(labels[j]), p) for p in patterns)]
+    # $PnS (the marker) is what labs write; $PnN (the detector) is searched only on channels
+    # whose $PnS names no marker: BD's "DAPI-A" detector often carries "CD127 BV421"
+    unlabelled = [j for j in candidates if not _names_a_marker(sample.markers[j], table)]
+    for labels, where in ((sample.markers, candidates), (sample.channels, unlabelled)):
+        hits = [j for j in where if labels[j] and _matches(labels[j], patterns)]
         hits = _prefer_area(sample, hits)
         if len(hits) == 1:
             return sample.channels[hits[0]]
@@ -161,12 +163,23 @@ def _find(sample: Sample, marker: str, table: Mapping[str, Sequence[str]], chose
     return None
 
 
+def _matches(label: str, patterns: list[list[str]]) -> bool:
+    label_tokens = tokens(label)
+    return any(_contains(label_tokens, p) for p in patterns)
+
+
+def _names_a_marker(label: str, table: Mapping[str, Sequence[str]]) -> bool:
+    return bool(label) and any(_matches(label, [tokens(a) for a in aliases]) for aliases in table.values())
+
+
 def _prefer_area(sample: Sample, hits: list[int]) -> list[int]:
-    """Of the -A/-H/-W channels of one detector, keep the area channel."""
+    """Of the -A/-H/-W channels of one detector, keep the area (else height) channel."""
     detectors = {_AREA.sub("", sample.channels[j]) for j in hits}
     if len(hits) > 1 and len(detectors) == 1:
-        area = [j for j in hits if sample.channels[j].upper().endswith("-A")]
-        return area[:1] or hits
+        for suffix in ("-A", "-H", "-W"):
+            chosen = [j for j in hits if sample.channels[j].upper().endswith(suffix)]
+            if chosen:
+                return chosen[:1]
     return hits
 
 
