@@ -139,7 +139,7 @@ def test_corrupted_fcsparser_files_are_refused(parts, problem):
 
 @pytest.mark.parametrize("name", ["data_start_offset_discrepancy_example.fcs", "data_stop_offset_discrepancy_example.fcs"])
 def test_offset_discrepancy_refused_unless_told(name):
-    path = DATA / name
+    path = DATA / "damaged" / name
     with pytest.raises(ta.FCSError, match="HEADER and TEXT disagree") as info:
         ta.read_fcs(path)
     assert name in str(info.value) and "offsets=" in str(info.value)

@@ -112,7 +112,7 @@ def describe(sample: Sample, n_datasets: int = 1) -> str:
     found = [f"{m}={c}" for m, c in panel.items() if c]
     lines.append(f"  markers found: {', '.join(found) or 'none'}")
     if ambiguous:
-        lines.append(f"  markers on several channels (name one under panel: channels:): {', '.join(ambiguous)}")
+        lines.append(f"  markers on several channels (choose one with panel: channels:): {', '.join(ambiguous)}")
     lines.append(f"  markers absent: {', '.join(m for m, c in panel.items() if not c) or 'none'}")
     return "\n".join(lines)
 

@@ -156,9 +156,9 @@ def _find(sample: Sample, marker: str, table: Mapping[str, Sequence[str]], chose
         if len(hits) > 1:
             listed = ", ".join(f"{sample.channels[j]} ({sample.markers[j]})" for j in hits)
             raise PanelError(
-                f"{sample.name}: marker {marker!r} matches several channels: {listed}. Name the right one "
-                f"under panel: channels: in the config (e.g. {marker}: {sample.channels[hits[0]]}). "
-                f"All channels: {sample.describe_channels()}"
+                f"{sample.name}: marker {marker!r} matches several channels: {listed}. Choose one with "
+                f"channels={{{marker!r}: {sample.channels[hits[0]]!r}}} (panel: channels: in the workflow "
+                f"config). All channels: {sample.describe_channels()}"
             )
     return None
 
@@ -196,5 +196,6 @@ def _missing_message(sample: Sample, missing: list[str], table: Mapping[str, Seq
     return (
         f"{sample.name}: marker{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found in the panel "
         f"(aliases tried against $PnS then $PnN - {tried}). Channels ($PnN ($PnS)): "
-        f"{sample.describe_channels()}. Add the label as an alias under panel: aliases: in the config."
+        f"{sample.describe_channels()}. Add the right label as an alias, e.g. aliases={{{missing[0]!r}: "
+        f"['<label>']}} (panel: aliases: in the workflow config)."
     )
