@@ -406,3 +406,11 @@ def test_data1_fcs():
     assert "FL2-H" in msg and "FL4-H" in msg
     assert "data1.fcs" in msg
     assert resolve_marker(s, "cd8", channels={"cd8": "FL4-H"}) == "FL4-H"
+
+
+def test_required_alone_looks_only_for_those_markers():
+    # an ambiguity among markers nobody asked for must not stop the ones asked for
+    s = make(["FL1-H", "FL2-H", "FL4-H"], ["CD4 FITC", "CD8 B PE", "CD8 APC"])
+    assert resolve_panel(s, required=["cd4"]) == {"cd4": "FL1-H"}
+    with pytest.raises(PanelError, match="several channels"):
+        resolve_panel(s)

@@ -111,7 +111,8 @@ def resolve_panel(
     ----------
     sample : Sample
     markers : iterable of str, optional
-        The markers to look for; by default every marker of the alias table.
+        The markers to look for; by default the ``required`` ones, or every marker of the
+        alias table when none is required.
     aliases : mapping, optional
         Extra aliases per marker, added to :data:`DEFAULT_ALIASES`.
     required : iterable of str
@@ -126,7 +127,9 @@ def resolve_panel(
     """
     table = merge_aliases(aliases)
     required = [m.lower() for m in required]
-    wanted = list(dict.fromkeys([*(m.lower() for m in (markers if markers is not None else table)), *required]))
+    if markers is None:
+        markers = required or table
+    wanted = list(dict.fromkeys([*(m.lower() for m in markers), *required]))
     chosen = _lower_keys(channels)
     wanted += [m for m in chosen if m not in wanted]
     panel = {m: _find(sample, m, table, chosen) for m in wanted}
