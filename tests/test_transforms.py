@@ -390,3 +390,14 @@ def test_zero_dimensional_input_gives_arrays():
         for value in (0.5, np.float32(0.5), np.array(0.5)):
             out = function(value)
             assert isinstance(out, np.ndarray) and out.shape == ()
+
+
+def test_logicle_on_a_fortran_ordered_column_block():
+    # events[:, [i, j, ...]] is Fortran-ordered; the result must equal the C-ordered one
+    rng = np.random.default_rng(7)
+    events = rng.normal(500, 2000, (5000, 6)).astype(np.float32)
+    block = events[:, [1, 3, 4]]
+    assert block.flags.f_contiguous and not block.flags.c_contiguous
+    result = logicle(block)
+    np.testing.assert_array_equal(result, logicle(np.ascontiguousarray(block)))
+    assert result.shape == block.shape and result.dtype == np.float32

@@ -161,11 +161,12 @@ def compensate(sample: Sample, spillover: "Spillover | str | os.PathLike | None"
     columns = _match_channels(sample, spill)
     inverse, condition = _checked_inverse(spill, where)
     events = sample.events.copy()
-    block = events[:, columns]
+    # adjacent columns in file order are a slice: a view, not a gather
+    cols = slice(columns[0], columns[-1] + 1) if columns == list(range(columns[0], columns[-1] + 1)) else columns
+    # row blocks keep the gathered columns and their float64 product in cache
     for start in range(0, sample.n_events, _BLOCK):
-        part = block[start : start + _BLOCK]
-        part[:] = part.astype(np.float64) @ inverse
-    events[:, columns] = block
+        rows = slice(start, start + _BLOCK)
+        events[rows, cols] = events[rows, cols].astype(np.float64) @ inverse
     record: dict[str, Any] = {
         "applied": True,
         "source": spill.source,

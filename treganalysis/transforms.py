@@ -431,6 +431,9 @@ def logicle(
     """
     t, w, m, a = _check_logicle_parameters(T, W, M, A)
     arr = _as_float_array(x)
+    if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous:
+        # a column block such as events[:, channels]: work on its C-ordered view, no copy
+        return logicle(arr.T, T, W, M, A).T
     dtype = arr.dtype
     out = np.empty(arr.shape, dtype=dtype)
     if arr.size == 0:
