@@ -16,6 +16,7 @@ from .fcs import count_datasets, read_fcs
 from .errors import PanelError, TregAnalysisError
 from .panel import DEFAULT_ALIASES, resolve_panel
 from .sample import Sample
+from .simulate import PRESETS, load_config, simulate_cohort
 
 __all__ = ["main"]
 
@@ -52,7 +53,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("files", nargs="+", metavar="FILE", help="FCS files")
     inspect.set_defaults(run=_inspect)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="write a synthetic IL-2 trial cohort (FCS files, sample sheet, per-event truth)",
+        description="Simulate subjects x visits of a low-dose IL-2 trial as FCS 3.1 files with known "
+        "truth: samples.tsv (sample sheet), fcs/, truth/ (class label per event), truth.tsv, subjects.tsv. "
+        "Every number is a configurable default (--config YAML).",
+    )
+    simulate.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    simulate.add_argument("--subjects", type=int, default=6, metavar="N", help="patients (default 6)")
+    simulate.add_argument("--visits", default="il2-course", choices=sorted(PRESETS),
+                          help="visit and dosing schedule (default il2-course: days 0, 5, 12, 33)")
+    simulate.add_argument("--events", type=int, default=100_000, metavar="N", help="events per sample (default 100000)")
+    simulate.add_argument("--seed", type=int, default=1, metavar="S", help="random seed; the same seed gives the same files")
+    simulate.add_argument("--config", metavar="YAML", help="settings overriding the defaults")
+    simulate.add_argument("--healthy", type=int, default=0, metavar="N", help="healthy controls, sampled at day 0")
+    simulate.add_argument("--placebo", type=int, default=0, metavar="N", help="patients (of --subjects) in a placebo arm")
+    simulate.add_argument("--controls", action="store_true", help="also write single-stain and FMO control files")
+    simulate.add_argument("--artefacts", action="store_true",
+                          help="inject clogs, drift, margin events, low counts and tandem degradation at the "
+                          "configured artefact_rates (recorded in truth.tsv)")
+    simulate.set_defaults(run=_simulate)
     return parser
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.artefacts:
+        config["artefacts"] = dict(config["artefact_rates"])
+    tables = simulate_cohort(args.out, subjects=args.subjects, visits=args.visits, events=args.events,
+                             seed=args.seed, config=config, healthy=args.healthy, placebo=args.placebo,
+                             controls=args.controls)
+    samples = tables["samples"]
+    print(f"wrote {len(samples)} samples of {samples['subject'].nunique()} subjects to {args.out}: "
+          "samples.tsv, fcs/, truth/, truth.tsv, subjects.tsv" + (", controls/, controls.tsv" if args.controls else ""))
+    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
+from ._files import write_bytes_atomic
 from .compensation import parse_spill_keyword
 from .errors import FCSError, SpilloverError
 from .sample import Sample, is_time
@@ -532,14 +533,7 @@ def write_fcs(
         values = ",".join(f"{v:.10g}" for v in np.asarray(spillover.matrix).ravel())
         text["$SPILLOVER"] = f"{len(spillover.channels)},{','.join(spillover.channels)},{values}"
     text.update(keywords or {})
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(assemble_fcs(text, events.tobytes()))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_bytes_atomic(path, assemble_fcs(text, events.tobytes()))
 
 
 def assemble_fcs(text: dict[str, str], data: bytes, version: str = "3.1",
