@@ -192,3 +192,52 @@ def test_spill_keyword_parses_row_major():
     spill = parse_spill_keyword("2,FL1-A,FL2-A,1,0.1,0.2,1", source="keyword $SPILLOVER")
     np.testing.assert_array_equal(spill.matrix, [[1, 0.1], [0.2, 1]])
     assert spill.channels == ("FL1-A", "FL2-A") and spill.source == "keyword $SPILLOVER"
+
+
+@pytest.mark.parametrize(
+    "diagonal, problem",
+    [([100.0, 100.0], "looks like percentages"), ([1.0, 1e-12], "must read 1")],
+)
+def test_matrix_diagonal_must_be_one(tmp_path, diagonal, problem):
+    matrix = np.diag(diagonal)
+    matrix[0, 1] = 0.1
+    with pytest.raises(ta.SpilloverError, match=problem):
+        ta.compensate(_sample(tmp_path), ta.Spillover(matrix, ("FL1-A", "FL2-A"), "test"))
+
+
+def test_compensating_twice_is_refused(tmp_path):
+    sp = ta.Spillover(np.array([[1, 0.5], [0, 1]]), ("FL1-A", "FL2-A"), "test")
+    once = ta.compensate(_sample(tmp_path), sp)
+    with pytest.raises(ta.SpilloverError, match="already compensated"):
+        ta.compensate(once, sp)
+
+
+def test_semicolon_matrix_with_decimal_commas(tmp_path):
+    path = tmp_path / "eu.csv"
+    path.write_text("FL1-A;FL2-A\n1;0,2\n0,05;1\n")
+    np.testing.assert_array_equal(ta.read_spillover_csv(path).matrix, [[1, 0.2], [0.05, 1]])
+    path.write_text('"FL1-A "FL2-A"\n1 0.2\n0.05 1\n')
+    with pytest.raises(ta.SpilloverError, match="cannot split"):
+        ta.read_spillover_csv(path)
+
+
+def test_keyword_text_as_matrix(tmp_path):
+    comp = ta.compensate(_sample(tmp_path), "2,FL1-A,FL2-A,1,0.5,0,1")
+    assert comp.compensation["source"] == "keyword text"
+    np.testing.assert_allclose(comp.column("FL2-A"), 0.5)
+
+
+def test_unreadable_keyword_is_named_in_the_record(tmp_path):
+    path = write_fcs(tmp_path / "m.fcs", np.ones((3, 2)), ["FSC-A", "FL1-A"],
+                     keywords={"$SPILLOVER": "6,FL1-A,FL2-A,FL3-A,FL4-A,FL5-A,FL6-A"})
+    with pytest.warns(UserWarning):
+        sample = ta.read_fcs(path)
+    with pytest.warns(UserWarning, match="not compensated"):
+        comp = ta.compensate(sample)
+    assert "$SPILLOVER keyword is unreadable" in comp.compensation["reason"]
+
+
+def test_channel_named_twice_in_the_file(tmp_path):
+    path = write_fcs(tmp_path / "d.fcs", np.ones((3, 2)), ["FL1-A", "FL1-A"])
+    with pytest.raises(ta.SpilloverError, match="matches several channels"):
+        ta.compensate(ta.read_fcs(path), ta.Spillover(np.eye(1), ("FL1-A",), "test"))

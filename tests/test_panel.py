@@ -414,3 +414,25 @@ def test_required_alone_looks_only_for_those_markers():
     assert resolve_panel(s, required=["cd4"]) == {"cd4": "FL1-H"}
     with pytest.raises(PanelError, match="several channels"):
         resolve_panel(s)
+
+
+def test_pnn_fallback_only_on_channels_without_their_own_pns():
+    # "DAPI-A" carrying CD62L (a marker the table does not know) is still not a viability channel
+    s = make(["DAPI-A", "PI-A", "FITC-A"], ["CD62L BV421", "CD95 PE", "CD4 FITC"])
+    assert resolve_panel(s, ["viability", "cd4"]) == {"viability": None, "cd4": "FITC-A"}
+
+
+def test_more_specific_alias_wins_on_the_same_tokens():
+    s = make(["FL1-A", "FL2-A", "FL3-A"], ["CD45-RA FITC", "CD45 PE", "CD45 RO APC"])
+    assert resolve_panel(s, ["cd45", "cd45ra", "cd45ro"]) == {"cd45": "FL2-A", "cd45ra": "FL1-A", "cd45ro": "FL3-A"}
+
+
+def test_a_dump_channel_serves_both_of_its_markers():
+    s = make(["V450-A"], ["Vivid / CD14"])
+    assert resolve_panel(s, ["viability", "cd14"]) == {"viability": "V450-A", "cd14": "V450-A"}
+
+
+def test_a_single_marker_string_is_one_marker():
+    s = make(["FL1-A"], ["CD4 FITC"])
+    assert resolve_panel(s, "cd4") == {"cd4": "FL1-A"}
+    assert resolve_panel(s, required="cd4") == {"cd4": "FL1-A"}

@@ -35,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `treganalysis inspect ... | head`
+        sys.stderr.close()
+        return 141
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,16 +106,36 @@ def _inspect(args: argparse.Namespace) -> int:
             print(f"treganalysis: error: {exc}", file=sys.stderr)
             failed += 1
             continue
+        except Exception as exc:  # a file no rule foresaw: report it, go on with the others
+            print(f"treganalysis: error: {path}: cannot be read ({type(exc).__name__}: {exc}); "
+                  "please report this file", file=sys.stderr)
+            failed += 1
+            continue
         if i:
             print()
         print(describe(sample, n_sets))
         for w in caught:
-            print(f"  warning: {w.message}")
+            if "data sets" not in str(w.message):  # already a line of the summary
+                print(f"  warning: {w.message}")
     return 1 if failed else 0
 
 
 def describe(sample: Sample, n_datasets: int = 1) -> str:
-    """A readable summary of a sample: what ``treganalysis inspect`` prints."""
+    """A readable summary of a sample: what ``treganalysis inspect`` prints.
+
+    Parameters
+    ----------
+    sample : Sample
+        As read by :func:`treganalysis.read_fcs`.
+    n_datasets : int
+        Data sets in the file, shown when more than one.
+
+    Returns
+    -------
+    str
+        File facts, the channel table with the marker found on each channel, and the markers
+        found, ambiguous and absent.
+    """
     meta = sample.metadata
     lines = [f"{sample.path}"]
     facts = [
@@ -138,7 +161,7 @@ def describe(sample: Sample, n_datasets: int = 1) -> str:
             marker_of[channel] = f"{marker_of[channel]}, {marker}" if channel in marker_of else marker
     rows = [("#", "$PnN", "$PnS", "$PnR", "marker")]
     rows += [
-        (str(j + 1), c, m, f"{r:g}", marker_of.get(c, ""))
+        (str(j + 1), c, m, f"{r:.10g}", marker_of.get(c, ""))
         for j, (c, m, r) in enumerate(zip(sample.channels, sample.markers, sample.ranges))
     ]
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+import re
 import shlex
 import warnings
 from pathlib import Path
@@ -21,7 +23,10 @@ import numpy as np
 from .errors import SpilloverError
 from .sample import Sample, Spillover
 
-__all__ = ["compensate", "read_spillover_csv", "parse_spill_keyword", "load_spillover"]
+__all__ = ["compensate", "read_spillover_csv", "parse_spill_keyword", "load_spillover", "SPILLOVER_KEYWORDS"]
+
+# Keywords that carry the acquisition matrix: FCS 3.1's, then the FCS 3.0 vendors' forms.
+SPILLOVER_KEYWORDS = ("$SPILLOVER", "SPILL", "$SPILL", "SPILLOVER")
 
 # A matrix whose condition number exceeds this cannot be inverted without amplifying float noise
 # into the compensated events; such a matrix is a broken export, not a real instrument.
@@ -41,15 +46,18 @@ def parse_spill_keyword(value: str, source: str = "keyword") -> Spillover:
     """
     tokens = [t.strip() for t in value.strip().strip(",").split(",")]
     try:
-        n = int(float(tokens[0]))
+        count = float(tokens[0])
     except ValueError:
-        raise SpilloverError(f"{source}: starts with {tokens[0]!r}, not the channel count") from None
+        count = math.nan
+    if not (math.isfinite(count) and count.is_integer()):
+        raise SpilloverError(f"{source}: starts with {tokens[0]!r}, not the channel count")
+    n = int(count)
     if n < 1 or len(tokens) != 1 + n + n * n:
         raise SpilloverError(f"{source}: states {n} channels, which needs {1 + n + n * n} fields, but has {len(tokens)}")
     names = tokens[1 : n + 1]
     try:
         matrix = np.array([float(t) for t in tokens[n + 1 :]], dtype=np.float64).reshape(n, n)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise SpilloverError(f"{source}: {exc}") from None
     return Spillover(matrix, tuple(names), source)
 
@@ -71,7 +79,14 @@ def read_spillover_csv(path: str | os.PathLike) -> Spillover:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpilloverError(f"{path}: cannot read the spillover matrix file: {exc}") from None
-    rows = [_split_row(line) for line in text.splitlines() if line.strip()]
+    lines = [line for line in text.splitlines() if line.strip()]
+    delimiter = _delimiter(lines[0]) if lines else ","
+    try:
+        rows = [_split_row(line, delimiter) for line in lines]
+    except ValueError as exc:  # an unbalanced quote
+        raise SpilloverError(f"{path}: cannot split the matrix file into cells: {exc}") from None
+    if delimiter == ";":
+        rows = [rows[0]] + [[c.replace(",", ".") for c in row] for row in rows[1:]]  # decimal commas
     if len(rows) < 2:
         raise SpilloverError(f"{path}: a spillover matrix file needs a header row of channel names and one row per channel")
     header = [c for c in rows[0] if c]
@@ -105,10 +120,22 @@ def read_spillover_csv(path: str | os.PathLike) -> Spillover:
     return Spillover(matrix, tuple(header), f"file {path}")
 
 
+_KEYWORD_TEXT = re.compile(r"^\s*\d+\s*,[^\n]*,")
+
+
 def load_spillover(spillover: "Spillover | str | os.PathLike") -> Spillover:
-    """A :class:`Spillover` as given, or read from a matrix file path."""
+    """A :class:`Spillover` as given, read from a matrix file path, or parsed from keyword text.
+
+    Parameters
+    ----------
+    spillover : Spillover, path, or str
+        A matrix file (CSV/TSV, see :func:`read_spillover_csv`) or the text of a ``$SPILLOVER``
+        keyword (``"2,FL1-A,FL2-A,1,0.1,0.05,1"``).
+    """
     if isinstance(spillover, Spillover):
         return spillover
+    if isinstance(spillover, str) and _KEYWORD_TEXT.match(spillover) and not Path(spillover).exists():
+        return parse_spill_keyword(spillover, source="keyword text")
     if isinstance(spillover, (str, os.PathLike)):
         return read_spillover_csv(spillover)
     raise TypeError(f"spillover must be a Spillover or a path to a matrix file, not {type(spillover).__name__}")
@@ -148,9 +175,13 @@ def compensate(sample: Sample, spillover: "Spillover | str | os.PathLike | None"
     ``solve(S.T, X.T).T``) and stored back as float32.
     """
     where = sample.name
+    if sample.compensation is not None and sample.compensation.get("applied"):
+        raise SpilloverError(f"{where}: already compensated ({sample.compensation.get('source')}); compensate the raw sample")
     if spillover is None:
         if sample.spillover is None:
-            reason = "the file has no $SPILLOVER/SPILL keyword and no matrix file was given"
+            present = [k for k in SPILLOVER_KEYWORDS if sample.metadata.get(k, "").strip()]
+            reason = (f"the file's {present[0]} keyword is unreadable" if present else
+                      "the file has no $SPILLOVER/SPILL keyword") + " and no matrix file was given"
             if required:
                 raise SpilloverError(f"{where}: cannot compensate: {reason}; give a matrix file (spillover: in the config)")
             warnings.warn(f"{where}: not compensated: {reason}", stacklevel=2)
@@ -185,7 +216,12 @@ def _match_channels(sample: Sample, spill: Spillover) -> list[int]:
         bare = next((name[len(p):] for p in _COMP_PREFIXES if name.startswith(p)), name)
         for candidates in (sample.channels, sample.markers):
             hits = [j for j, c in enumerate(candidates) if c and c in (name, bare)]
-            if len(hits) == 1:
+            if len(hits) > 1:
+                raise SpilloverError(
+                    f"{sample.name}: spillover channel {name!r} ({spill.source}) matches several channels of the "
+                    f"file: {', '.join(sample.channels[j] for j in hits)}"
+                )
+            if hits:
                 columns.append(hits[0])
                 break
         else:
@@ -201,12 +237,20 @@ def _match_channels(sample: Sample, spill: Spillover) -> list[int]:
 
 
 def _checked_inverse(spill: Spillover, where: str) -> tuple[np.ndarray, float]:
-    matrix = np.asarray(spill.matrix, dtype=np.float64)
+    try:
+        matrix = np.asarray(spill.matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SpilloverError(f"{where}: the spillover matrix ({spill.source}) is not numeric") from None
     k = len(spill.channels)
     if matrix.ndim != 2 or matrix.shape != (k, k):
         raise SpilloverError(f"{where}: the spillover matrix ({spill.source}) is {matrix.shape}, not square {k} x {k}")
     if not np.isfinite(matrix).all():
         raise SpilloverError(f"{where}: the spillover matrix ({spill.source}) holds non-finite values")
+    diagonal = np.diag(matrix)
+    if not np.allclose(diagonal, 1.0, rtol=0, atol=1e-3):
+        hint = ("it looks like percentages: divide it by 100" if np.allclose(diagonal, 100.0, rtol=0, atol=0.1)
+                else "each dye's own detector must read 1; normalise each row by its diagonal")
+        raise SpilloverError(f"{where}: the spillover matrix ({spill.source}) has diagonal {diagonal.round(4).tolist()}; {hint}")
     condition = float(np.linalg.cond(matrix))
     if not np.isfinite(condition) or condition > _MAX_CONDITION:
         raise SpilloverError(
@@ -216,11 +260,16 @@ def _checked_inverse(spill: Spillover, where: str) -> tuple[np.ndarray, float]:
     return np.linalg.inv(matrix), condition
 
 
-def _split_row(line: str) -> list[str]:
-    if "\t" in line:
+def _delimiter(header: str) -> str | None:
+    """The header line decides: tab, semicolon (European CSV), comma, else white space."""
+    return next((d for d in ("\t", ";", ",") if d in header), None)
+
+
+def _split_row(line: str, delimiter: str | None) -> list[str]:
+    if delimiter == "\t":
         cells = line.split("\t")
-    elif "," in line or ";" in line:
-        cells = next(csv.reader(io.StringIO(line), delimiter="," if "," in line else ";"))
+    elif delimiter is not None:
+        cells = next(csv.reader(io.StringIO(line), delimiter=delimiter))
     else:
         cells = shlex.split(line)
     return [c.strip().strip('"').strip() for c in cells]

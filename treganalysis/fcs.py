@@ -11,6 +11,7 @@ never a huge allocation or a silently wrong event count.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -19,17 +20,17 @@ from typing import BinaryIO, Literal
 import numpy as np
 
 from ._files import write_bytes_atomic
-from .compensation import parse_spill_keyword
+from .compensation import SPILLOVER_KEYWORDS, parse_spill_keyword
 from .errors import FCSError, SpilloverError
-from .sample import Sample, is_time
+from .sample import Sample, Spillover
 
 __all__ = ["read_fcs", "read_text", "count_datasets", "write_fcs", "assemble_fcs", "SPILLOVER_KEYWORDS"]
 
-SPILLOVER_KEYWORDS = ("$SPILLOVER", "SPILL", "$SPILL", "SPILLOVER")
 _VERSIONS = ("2.0", "3.0", "3.1", "3.2")
 _HEADER_SIZE = 58
 _BYTE_ORDERS = {"1,2,3,4": "<", "1,2": "<", "1": "<", "4,3,2,1": ">", "2,1": ">"}
 _FLOAT_WIDTHS = {"F": 32, "D": 64}
+_LAYOUT_KEYWORDS = ("$PAR", "$TOT", "$DATATYPE", "$BYTEORD", "$BEGINDATA", "$ENDDATA")
 
 Offsets = Literal["check", "header", "text"]
 
@@ -133,7 +134,7 @@ def _read_header(fh: BinaryIO, path: Path, base: int, size: int) -> dict:
         raise FCSError(path, f"is not an FCS file: it does not start with 'FCS'{where}")
     version = raw[3:6].decode("ascii", errors="replace")
     if version not in _VERSIONS:
-        raise FCSError(path, f"has unsupported FCS version {version!r} (supported: 2.0, 3.0, 3.1)")
+        raise FCSError(path, f"has unsupported FCS version {version!r} (supported: 2.0, 3.0, 3.1; 3.2 read as 3.1)")
     names = ("text_start", "text_stop", "data_start", "data_stop", "analysis_start", "analysis_stop")
     header: dict = {"version": version}
     for i, name in enumerate(names):
@@ -221,8 +222,9 @@ def _pairs(tokens: list[str]) -> dict[str, str]:
 
 def _missing_channel_keywords(text: dict[str, str]) -> int:
     par = text.get("$PAR", "").strip()
-    n = int(par) if par.isdigit() else 0
-    return sum(f"$P{i}{k}" not in text for i in range(1, min(n, 10_000) + 1) for k in "NB")
+    n = int(par) if par.isascii() and par.isdigit() else 0
+    missing = sum(f"$P{i}{k}" not in text for i in range(1, min(n, 10_000) + 1) for k in "NB")
+    return missing + sum(k not in text for k in _LAYOUT_KEYWORDS)
 
 
 def _split(body: str, delim: str) -> list[str]:
@@ -255,9 +257,12 @@ def _float_keyword(path: Path, text: dict, key: str, default: float) -> float:
     if not value:
         return default
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise FCSError(path, f"keyword {key} is not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise FCSError(path, f"keyword {key} is {value!r}; it must be a finite number")
+    return number
 
 
 # -- layout of the DATA segment ----------------------------------------------------------------
@@ -271,6 +276,7 @@ class _Layout:
                  gains: list[float]) -> None:
         self.datatype, self.order, self.widths = datatype, order, widths
         self.names, self.markers, self.ranges, self.log, self.gains = names, markers, ranges, log, gains
+        self.time: int | None = None
 
     @property
     def bytes_per_event(self) -> int:
@@ -291,12 +297,12 @@ class _Layout:
         byteord = text.get("$BYTEORD", "").replace(" ", "")
         if byteord not in _BYTE_ORDERS:
             raise FCSError(path, f"unsupported $BYTEORD {byteord!r} (1,2,3,4 or 4,3,2,1 are)")
-        names, markers, widths, ranges, log, gains = [], [], [], [], [], []
+        names, raw_names, markers, widths, ranges, log, gains = [], [], [], [], [], [], []
         for i in range(1, n + 1):
             if f"$P{i}B" not in text:
                 raise FCSError(path, f"$PAR={n} but keyword $P{i}B is missing: $PAR disagrees with the channels")
             width = text[f"$P{i}B"].strip()
-            if not width.isdigit() or int(width) == 0:
+            if not (width.isascii() and width.isdigit()) or int(width) == 0:
                 raise FCSError(path, f"invalid $P{i}B {width!r}: the bit width must be a whole number")
             width = int(width)
             expected = _FLOAT_WIDTHS.get(datatype)
@@ -304,13 +310,22 @@ class _Layout:
                 raise FCSError(path, f"invalid $P{i}B={width} for $DATATYPE={datatype} (must be {expected})")
             if datatype == "I" and width not in (8, 16, 24, 32, 64):
                 raise FCSError(path, f"invalid $P{i}B={width}: integer widths of 8, 16, 24, 32 or 64 bits are supported")
+            own_type = text.get(f"$P{i}DATATYPE", datatype).strip().upper() or datatype
+            if own_type != datatype:
+                raise FCSError(path, f"$P{i}DATATYPE={own_type} differs from $DATATYPE={datatype}: "
+                                     "channels of mixed data types (FCS 3.2) are not supported")
             widths.append(width)
+            raw_names.append(text.get(f"$P{i}N", ""))
             names.append(text.get(f"$P{i}N", "").strip() or f"P{i}")
             markers.append(text.get(f"$P{i}S", "").strip())
             ranges.append(_float_keyword(path, text, f"$P{i}R", default=0.0))
             log.append(_log_amplification(path, text, i))
             gains.append(_float_keyword(path, text, f"$P{i}G", default=1.0))
-        return cls(datatype, _BYTE_ORDERS[byteord], widths, names, markers, ranges, log, gains)
+        layout = cls(datatype, _BYTE_ORDERS[byteord], widths, names, markers, ranges, log, gains)
+        # FlowIO's time channel: the last whose raw $PnN is "time" in any case (not HDR-T,
+        # not "Time " with a space): $TIMESTEP applies to it and $PnG does not
+        layout.time = next((j for j in reversed(range(n)) if raw_names[j].lower() == "time"), None)
+        return layout
 
 
 def _log_amplification(path: Path, text: dict, i: int) -> tuple[float, float]:
@@ -320,7 +335,9 @@ def _log_amplification(path: Path, text: dict, i: int) -> tuple[float, float]:
     try:
         parts = [float(p) for p in value.split(",")]
     except ValueError:
-        raise FCSError(path, f"invalid $P{i}E {value!r}: expected 'decades,offset' such as '0,0'") from None
+        parts = [math.nan]
+    if not all(math.isfinite(p) for p in parts):
+        raise FCSError(path, f"invalid $P{i}E {value!r}: expected 'decades,offset' such as '0,0'")
     decades, offset = (parts + [0.0])[:2]
     if decades > 0 and offset == 0:
         offset = 1.0  # the standard's rule for a log channel written with offset 0
@@ -366,8 +383,10 @@ def _event_count(path: Path, text: dict, layout: _Layout, start: int, stop: int,
         return length // per_event
     n = _int_keyword(path, text, "$TOT")
     need = n * per_event
-    # one extra byte is the common exclusive-$ENDDATA writer error; anything else is a real mismatch
-    if n < 0 or not (need <= length <= need + 1):
+    # one extra byte is the common exclusive-$ENDDATA writer error (never a whole event when an
+    # event has several bytes); anything else is a real mismatch
+    slack = 1 if per_event > 1 else 0
+    if n < 0 or not (need <= length <= need + slack):
         holds = length / per_event
         raise FCSError(
             path,
@@ -453,7 +472,7 @@ def _scale(raw: np.ndarray, layout: _Layout, text: dict, path: Path) -> np.ndarr
     rounded once to float32.
     """
     events = raw if raw.dtype == np.float32 else raw.astype(np.float32)
-    time = next((j for j, name in enumerate(layout.names) if is_time(name)), None)
+    time = layout.time
     step = 1.0
     if time is not None and text.get("$TIMESTEP", "").strip():
         try:
@@ -497,7 +516,7 @@ def write_fcs(
     markers: list[str] | None = None,
     *,
     ranges: list[float] | None = None,
-    spillover=None,
+    spillover: Spillover | None = None,
     keywords: dict[str, str] | None = None,
 ) -> Path:
     """Write events as an FCS 3.1 file (float32, little-endian), atomically.
@@ -510,48 +529,88 @@ def write_fcs(
     events : array, shape (n_events, n_channels)
         Stored as float32.
     channels, markers : list of str
-        ``$PnN`` and ``$PnS`` (``""`` or None for none).
+        ``$PnN`` and ``$PnS`` (``""`` for none; ``markers`` None for no ``$PnS`` at all).
     ranges : list of float, optional
         ``$PnR`` per channel (default 262144).
     spillover : Spillover, optional
         Written as ``$SPILLOVER``.
     keywords : dict, optional
-        Further TEXT keywords (``$CYT``, ``$TIMESTEP``, ...).
+        Further TEXT keywords (``$CYT``, ``$TIMESTEP``, ...); values may not be empty.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        Events, channels, markers and ranges do not match, or a keyword value is empty.
     """
     events = np.ascontiguousarray(events, dtype="<f4")
-    if events.ndim != 2 or events.shape[1] != len(channels):
-        raise ValueError(f"events must be (n, {len(channels)}), not {events.shape}")
-    markers = markers or [""] * len(channels)
-    ranges = ranges or [262144.0] * len(channels)
+    p = len(channels)
+    markers = [""] * p if markers is None else list(markers)
+    ranges = [262144.0] * p if ranges is None else list(ranges)
+    if events.ndim != 2 or events.shape[1] != p or len(markers) != p or len(ranges) != p:
+        raise ValueError(f"events {events.shape}, {p} channels, {len(markers)} markers and {len(ranges)} ranges do not match")
     text = {"$BYTEORD": "1,2,3,4", "$DATATYPE": "F", "$MODE": "L", "$NEXTDATA": "0",
-            "$PAR": str(len(channels)), "$TOT": str(events.shape[0])}
+            "$PAR": str(p), "$TOT": str(events.shape[0])}
     for i, (name, marker, top) in enumerate(zip(channels, markers, ranges), start=1):
-        text.update({f"$P{i}N": name, f"$P{i}B": "32", f"$P{i}E": "0,0", f"$P{i}R": f"{top:g}"})
+        text.update({f"$P{i}N": name, f"$P{i}B": "32", f"$P{i}E": "0,0", f"$P{i}R": _number_text(top)})
         if marker:
             text[f"$P{i}S"] = marker
     if spillover is not None:
-        values = ",".join(f"{v:.10g}" for v in np.asarray(spillover.matrix).ravel())
+        values = ",".join(_number_text(v) for v in np.asarray(spillover.matrix, dtype=np.float64).ravel())
         text["$SPILLOVER"] = f"{len(spillover.channels)},{','.join(spillover.channels)},{values}"
-    text.update(keywords or {})
+    for key, value in (keywords or {}).items():
+        if not str(value):
+            raise ValueError(f"keyword {key} has an empty value, which FCS cannot store")
+        text[key] = str(value)
     return write_bytes_atomic(path, assemble_fcs(text, events.tobytes()))
 
 
+def _number_text(value: float) -> str:
+    """Shortest exact text of a number (an integer when whole)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
 def assemble_fcs(text: dict[str, str], data: bytes, version: str = "3.1",
-                 header: dict[str, int] | None = None) -> bytes:
+                 header: dict[str, int] | None = None, delimiter: str | None = None) -> bytes:
     """Bytes of an FCS file from TEXT keywords and a DATA segment.
 
-    The DATA offsets (HEADER and ``$BEGINDATA``/``$ENDDATA``) are filled in unless ``text`` or
-    ``header`` set them, which lets tests build deliberately inconsistent files.
+    Parameters
+    ----------
+    text : dict
+        TEXT keywords. ``$BEGINDATA``/``$ENDDATA`` (and the HEADER offsets) are filled in unless
+        ``text`` or ``header`` set them, which lets tests build deliberately inconsistent files.
+    data : bytes
+        The DATA segment.
+    version : str
+        Written into the HEADER.
+    header : dict, optional
+        HEADER offsets to force (``text_start``, ``data_start``, ...).
+    delimiter : str, optional
+        TEXT delimiter; by default the first of ``/|\\!^~*#`` found in no keyword or value, so
+        nothing needs escaping. A delimiter inside a value is escaped by doubling it.
+
+    Returns
+    -------
+    bytes
+        The whole file.
     """
-    delim = "/"
-    text = dict(text)
+    text = {k: str(v) for k, v in text.items()}
+    if delimiter is None:
+        used = "".join(text) + "".join(text.values())
+        delimiter = next((c for c in "/|\\!^~*#" if c not in used), "/")
+    delim = delimiter
     fixed = {k: k in text for k in ("$BEGINDATA", "$ENDDATA")}
     for k in ("$BEGINDATA", "$ENDDATA", "$BEGINANALYSIS", "$ENDANALYSIS", "$BEGINSTEXT", "$ENDSTEXT"):
         text.setdefault(k, "0" * 20)  # fixed width while the offsets are worked out
     text_start = 256
 
     def segment() -> bytes:
-        pairs = (f"{k.replace(delim, delim * 2)}{delim}{str(v).replace(delim, delim * 2)}" for k, v in text.items())
+        pairs = (f"{k.replace(delim, delim * 2)}{delim}{v.replace(delim, delim * 2)}" for k, v in text.items())
         return (delim + delim.join(pairs) + delim).encode("utf-8")
 
     body = segment()

@@ -32,8 +32,8 @@ DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
         "viability", "live dead", "livedead", "live", "dead", "l/d", "ld", "zombie", "7-aad", "7aad",
         "fvs*", "fvd", "fixable viability", "aqua amine", "amine", "vivid", "dapi", "sytox", "pi",
     ),
-    "cd45ra": ("cd45ra",),
-    "cd45ro": ("cd45ro",),
+    "cd45ra": ("cd45ra", "cd45 ra"),
+    "cd45ro": ("cd45ro", "cd45 ro"),
     "ki67": ("ki-67", "ki67", "mki67"),
     "cd56": ("cd56", "ncam", "ncam1"),
     "cd45": ("cd45",),
@@ -126,6 +126,8 @@ def resolve_panel(
         A required marker is missing, or any marker matches several channels.
     """
     table = merge_aliases(aliases)
+    markers = [markers] if isinstance(markers, str) else markers
+    required = [required] if isinstance(required, str) else required
     required = [m.lower() for m in required]
     if markers is None:
         markers = required or table
@@ -146,13 +148,12 @@ def _lower_keys(mapping: Mapping[str, str] | None) -> dict[str, str]:
 def _find(sample: Sample, marker: str, table: Mapping[str, Sequence[str]], chosen: Mapping[str, str]) -> str | None:
     if marker in chosen:
         return sample.channels[sample.index(chosen[marker])]
-    patterns = [tokens(a) for a in table.get(marker, (marker,))]
     candidates = [j for j, c in enumerate(sample.channels) if not (is_scatter(c) or is_time(c))]
     # $PnS (the marker) is what labs write; $PnN (the detector) is searched only on channels
-    # whose $PnS names no marker: BD's "DAPI-A" detector often carries "CD127 BV421"
-    unlabelled = [j for j in candidates if not _names_a_marker(sample.markers[j], table)]
+    # without a $PnS of their own: BD's "DAPI-A" detector often carries "CD127 BV421"
+    unlabelled = [j for j in candidates if sample.markers[j] in ("", sample.channels[j])]
     for labels, where in ((sample.markers, candidates), (sample.channels, unlabelled)):
-        hits = [j for j in where if labels[j] and _matches(labels[j], patterns)]
+        hits = [j for j in where if labels[j] and _claims(labels[j], marker, table)]
         hits = _prefer_area(sample, hits)
         if len(hits) == 1:
             return sample.channels[hits[0]]
@@ -166,13 +167,26 @@ def _find(sample: Sample, marker: str, table: Mapping[str, Sequence[str]], chose
     return None
 
 
-def _matches(label: str, patterns: list[list[str]]) -> bool:
+def _spans(label_tokens: list[str], aliases: Sequence[str]) -> list[tuple[int, int]]:
+    """Token spans of ``label_tokens`` that one of ``aliases`` matches."""
+    spans = []
+    for alias in aliases:
+        pattern = tokens(alias)
+        n = len(pattern)
+        spans += [(i, i + n) for i in range(len(label_tokens) - n + 1)
+                  if all(fnmatch.fnmatchcase(label_tokens[i + k], pattern[k]) for k in range(n))]
+    return spans
+
+
+def _claims(label: str, marker: str, table: Mapping[str, Sequence[str]]) -> bool:
+    """True when ``marker`` matches ``label`` and no other marker matches a longer stretch
+    around the same tokens ("CD45-RA" is CD45RA, not CD45; "Vivid / CD14" is both)."""
     label_tokens = tokens(label)
-    return any(_contains(label_tokens, p) for p in patterns)
-
-
-def _names_a_marker(label: str, table: Mapping[str, Sequence[str]]) -> bool:
-    return bool(label) and any(_matches(label, [tokens(a) for a in aliases]) for aliases in table.values())
+    own = _spans(label_tokens, table.get(marker, (marker,)))
+    if not own:
+        return False
+    others = [span for m, aliases in table.items() if m != marker for span in _spans(label_tokens, aliases)]
+    return any(not any(o[0] <= s[0] and s[1] <= o[1] and o != s for o in others) for s in own)
 
 
 def _prefer_area(sample: Sample, hits: list[int]) -> list[int]:
@@ -184,14 +198,6 @@ def _prefer_area(sample: Sample, hits: list[int]) -> list[int]:
             if chosen:
                 return chosen[:1]
     return hits
-
-
-def _contains(label: list[str], pattern: list[str]) -> bool:
-    """True when ``pattern`` occurs as consecutive tokens of ``label`` (``*`` as a wildcard)."""
-    n = len(pattern)
-    return any(
-        all(fnmatch.fnmatchcase(label[i + k], pattern[k]) for k in range(n)) for i in range(len(label) - n + 1)
-    )
 
 
 def _missing_message(sample: Sample, missing: list[str], table: Mapping[str, Sequence[str]]) -> str:
