@@ -95,7 +95,7 @@ DEFAULTS: dict[str, Any] = {
         "CD8": ["PE-Cy7", "YG780-A", 150.0],
         "CD25": ["PE", "YG586-A", 200.0],
         "CD127": ["BV421", "V450-A", 150.0],
-        "FOXP3": ["AF647", "R670-A", 250.0],
+        "FOXP3": ["AF647", "R670-A", 350.0],
         "LIVE DEAD": ["Aqua", "V525-A", 200.0],
         "CD19": ["BV605", "V610-A", 150.0],
         "CD56": ["AF700", "R710-A", 150.0],
@@ -143,9 +143,9 @@ DEFAULTS: dict[str, Any] = {
         "cd8_t": {"CD3": [8000.0, 0.2], "CD8": [20000.0, 0.2], "CD127": [2500.0, 0.25]},
         "dn_t": {"CD3": [8000.0, 0.2]},
         "treg": {"CD3": [8000.0, 0.2], "CD4": [12000.0, 0.2], "CD25": [4000.0, 0.25],
-                 "CD127": [300.0, 0.3], "FOXP3": [3000.0, 0.25]},
-        "cd25neg_foxp3pos": {"CD3": [8000.0, 0.2], "CD4": [12000.0, 0.2], "CD127": [600.0, 0.3],
-                             "FOXP3": [2000.0, 0.25]},
+                 "CD127": [400.0, 0.3], "FOXP3": [2500.0, 0.3]},
+        "cd25neg_foxp3pos": {"CD3": [8000.0, 0.2], "CD4": [12000.0, 0.2], "CD127": [700.0, 0.3],
+                             "FOXP3": [1500.0, 0.3]},
         "activated_tcon": {"CD3": [8000.0, 0.2], "CD4": [12000.0, 0.2], "CD25": [600.0, 0.25],
                            "CD127": [3000.0, 0.2]},
         "resting_tcon": {"CD3": [8000.0, 0.2], "CD4": [12000.0, 0.2], "CD127": [3000.0, 0.2]},
@@ -193,7 +193,19 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
         _merge(config, loaded, str(path))
     if overrides:
         _merge(config, dict(overrides), "overrides")
+    _check_shapes(config, str(path) if path is not None else "overrides")
     return config
+
+
+def _check_shapes(config: Mapping[str, Any], where: str) -> None:
+    """Sections stay mappings, panel entries stay [fluorochrome, detector, sigma]."""
+    for key, default in DEFAULTS.items():
+        if isinstance(default, dict) and not isinstance(config[key], dict):
+            raise SimulationError(f"{where}: setting {key!r} must be a mapping, not {config[key]!r}")
+    for marker, entry in config["panel"].items():
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 3):
+            raise SimulationError(f"{where}: panel entry {marker!r} must be [fluorochrome, detector, negative sd], "
+                                  f"not {entry!r}")
 
 
 def _merge(base: dict, new: Mapping, where: str, prefix: str = "") -> None:
@@ -320,7 +332,7 @@ def simulate_events(spec: SampleSpec, config: Mapping[str, Any], rng: np.random.
         if name == "treg" and "CD25" in col:
             # a minority of Tregs is CD25-dim: the CD25 continuum overlaps activated Tcon
             low = idx[rng.random(idx.size) < config["treg_cd25_low_share"]]
-            dye[low, col["CD25"]] = _lognormal(rng, 800.0, 0.25, low.size)
+            dye[low, col["CD25"]] = _lognormal(rng, 800.0 * spec.cd25_treg_fc, 0.25, low.size)
         if name == "nk" and "CD56" in col:
             bright = idx[rng.random(idx.size) < config["cd56_bright_share"] * spec.cd56_bright_fc]
             dye[bright, col["CD56"]] = _lognormal(rng, 10000.0, 0.2, bright.size)
@@ -329,8 +341,11 @@ def simulate_events(spec: SampleSpec, config: Mapping[str, Any], rng: np.random.
             pos = idx[rng.random(idx.size) < share]
             median, sigma_log10 = config["ki67"]["positive"]
             dye[pos, col["Ki-67"]] = _lognormal(rng, median, sigma_log10, pos.size)
+    own = [col[m] for m in config["intensities"].get("dead", {}) if m in col]
+    _mixed_cells(dye, labels, rng, own)
     if spec.absent_marker is not None:
-        dye[:, col[spec.absent_marker]] = rng.standard_normal(n) * 20.0  # no dye: autofluorescence only
+        # no antibody in the tube: the channel holds only the negative spread
+        dye[:, col[spec.absent_marker]] = rng.standard_normal(n) * sigmas[col[spec.absent_marker]]
     matrix = spillover_matrix(config)
     if spec.tandem and "PE-Cy7" in _fluors(config) and "PE" in _fluors(config):
         fl = _fluors(config)
@@ -363,6 +378,24 @@ def simulate_events(spec: SampleSpec, config: Mapping[str, Any], rng: np.random.
     np.minimum(events[:, :-1], top, out=events[:, :-1])  # the ADC's ceiling
     np.maximum(events[:, :3], 0.0, out=events[:, :3])
     return SimulatedEvents(events, labels, dye.astype(np.float32), record)
+
+
+def _mixed_cells(dye: np.ndarray, labels: np.ndarray, rng: np.random.Generator, dead_own: list[int]) -> None:
+    """Doublets carry two lymphocytes' stains; dead cells keep dimmed lineage stains besides
+    their own (``dead_own``: the viability dye's column).
+
+    Without this, a pipeline that skipped the singlet or live gate would still look right.
+    """
+    lymph = np.flatnonzero(np.isin(labels, [CLASSES.index(c) for c in _LYMPHOCYTE_CLASSES]))
+    if lymph.size == 0:
+        return
+    doublets = np.flatnonzero(labels == CLASSES.index("doublet"))
+    pairs = rng.choice(lymph, (doublets.size, 2))
+    dye[doublets] = dye[pairs[:, 0]] + dye[pairs[:, 1]]
+    dead = np.flatnonzero(labels == CLASSES.index("dead"))
+    own = dye[np.ix_(dead, dead_own)]
+    dye[dead] = 0.6 * dye[rng.choice(lymph, dead.size)]
+    dye[np.ix_(dead, dead_own)] = own
 
 
 def _fluors(config: Mapping[str, Any]) -> list[str]:
@@ -412,7 +445,7 @@ def _acquisition_time(n: int, spec: SampleSpec, config: Mapping[str, Any], rng: 
         t[held] = stop + rng.uniform(0.0, 0.005 * seconds, held.size)
         t.sort()
         record.update(clog_start_s=round(start, 3), clog_stop_s=round(stop, 3))
-    return t / float(config["timestep"]), record
+    return np.floor(t / float(config["timestep"])), record  # the instrument's clock ticks
 
 
 # -- cohort ------------------------------------------------------------------------------------
@@ -469,7 +502,8 @@ def simulate_cohort(
         Output folder (created). Written: ``samples.tsv`` (the workflow's sample sheet),
         ``fcs/{sample}.fcs``, ``truth/{sample}.labels.npy`` (class code per event, file order),
         ``truth/classes.tsv``, ``truth.tsv`` (per sample), ``subjects.tsv`` (true effect per
-        subject), and with ``controls`` ``controls/*.fcs`` plus ``controls.tsv``.
+        subject), ``batches.tsv`` (each batch's detector gains, which its files' ``$SPILLOVER``
+        accounts for), and with ``controls`` ``controls/*.fcs`` plus ``controls.tsv``.
     subjects : int
         Patients; the last ``placebo`` of them are in the placebo arm.
     visits : str
@@ -488,7 +522,7 @@ def simulate_cohort(
     Returns
     -------
     dict of DataFrame
-        ``samples``, ``truth``, ``subjects`` (as written).
+        ``samples``, ``truth``, ``subjects``, ``batches`` (and ``controls``), as written.
     """
     config = load_config(overrides=config) if config is not None else load_config()
     if visits not in PRESETS:
@@ -517,10 +551,12 @@ def simulate_cohort(
         name = f"HC{i - subjects + 1:02d}" if is_healthy else f"P{i + 1:02d}"
         cd4 = dict(config["cd4"]["healthy" if is_healthy else "patient"])
         baseline = float(np.clip(subject_rng.normal(cd4["treg"], cd4["treg_sd"]), 0.005, 0.25))
+        # every subject makes the same draws, so changing the arms does not reshuffle the others
         low = bool(subject_rng.random() < il2["low_responder_share"])
         median, sigma = ((il2["low_responder_median"], il2["low_responder_sigma"]) if low
                          else (il2["fold_change_median"], il2["fold_change_sigma"]))
-        peak = float(median * math.exp(subject_rng.normal(0.0, sigma))) if arm == "il2" else 1.0
+        peak = float(median * math.exp(subject_rng.normal(0.0, sigma)))
+        peak = peak if arm == "il2" else 1.0
         cd25_fc = float(il2["cd25_treg_fc_median"] * math.exp(subject_rng.normal(0.0, il2["cd25_treg_fc_sigma"])))
         cd25_fc = cd25_fc if arm == "il2" else 1.0
         lymph_median, lymph_sigma = config["lymphocytes_per_ul"]
@@ -538,8 +574,8 @@ def simulate_cohort(
     for (name, arm, day, baseline, peak, cd25_fc, lymph, cd4), sample_seed in zip(plan, sample_seeds[1:]):
         rng = np.random.default_rng(sample_seed)
         share = il2_effect(day, preset["doses"], il2["half_life_days"], il2["maintenance_weight"]) if arm == "il2" else 0.0
-        fold = peak ** share
-        treg = min(baseline * fold, 0.6)
+        treg = min(baseline * peak ** share, 0.6)
+        fold = treg / baseline  # as realised after the cap
         flags = {a: bool(rng.random() < float(rates[a])) for a in ("clog", "drift", "margin", "low_events", "tandem")}
         n = int(events * 0.15) if flags["low_events"] else events
         spec = SampleSpec(
@@ -552,12 +588,13 @@ def simulate_cohort(
         sample_id = f"{name}_D{day}"
         sim = simulate_events(spec, config, rng)
         labels, record = sim.labels, sim.record
-        _write_sample(out / "fcs" / f"{sample_id}.fcs", sim.events, config, rng, sample_id, day)
+        _write_sample(out / "fcs" / f"{sample_id}.fcs", sim.events, config, rng, sample_id, day, gains=spec.gains)
         write_bytes_atomic(out / "truth" / f"{sample_id}.labels.npy", _npy_bytes(labels))
         sheet_rows.append({"sample_id": sample_id, "subject": name, "timepoint": f"D{day}", "day": day,
                            "fcs": f"fcs/{sample_id}.fcs", "batch": batches[day], "arm": arm,
                            "lymphocytes_per_ul": round(lymph, 1), "role": "healthy" if arm == "healthy" else "patient"})
-        truth_rows.append(_truth_row(sample_id, name, day, arm, labels, treg, fold, spec, flags, record))
+        row = _truth_row(sample_id, name, day, arm, labels, treg, fold, spec, flags, record)
+        truth_rows.append({**row, "batch": batches[day]})
 
     tables = {"samples": pd.DataFrame(sheet_rows), "truth": pd.DataFrame(truth_rows).round(6),
               "subjects": pd.DataFrame(subject_rows).round(6)}
@@ -566,6 +603,9 @@ def simulate_cohort(
     write_tsv_atomic(out / "samples.tsv", tables["samples"])
     write_tsv_atomic(out / "truth.tsv", tables["truth"])
     write_tsv_atomic(out / "subjects.tsv", tables["subjects"])
+    tables["batches"] = pd.DataFrame([{"batch": b, **{f"gain_{config['panel'][m][1]}": float(g) for m, g in zip(markers, gain)}}
+                                      for b, gain in gains.items()])
+    write_tsv_atomic(out / "batches.tsv", tables["batches"])
     write_tsv_atomic(out / "truth" / "classes.tsv", pd.DataFrame({"code": range(len(CLASSES)), "class": CLASSES}))
     return tables
 
@@ -605,7 +645,7 @@ def _truth_row(sample_id, subject, day, arm, labels, treg, fold, spec, flags, re
 
 
 def _write_sample(path: Path, events: np.ndarray, config: Mapping[str, Any], rng: np.random.Generator,
-                  sample_id: str, day: int, absent: str | None = None) -> None:
+                  sample_id: str, day: int, absent: str | None = None, gains: np.ndarray | None = None) -> None:
     markers = _markers(config)
     panel = config["panel"]
     detectors = [panel[m][1] for m in markers]
@@ -619,6 +659,9 @@ def _write_sample(path: Path, events: np.ndarray, config: Mapping[str, Any], rng
     spill = None
     if mode != "missing":
         matrix = spillover_matrix(config)
+        if gains is not None:
+            # detector gains change the matrix that fits the data: diag(1/g) S diag(g)
+            matrix = matrix * gains[None, :] / gains[:, None]
         if mode == "perturbed":
             off = ~np.eye(len(markers), dtype=bool)
             matrix[off] *= rng.uniform(0.7, 1.3, off.sum())
@@ -654,7 +697,7 @@ def _write_controls(out: Path, config: Mapping[str, Any], gains: Mapping[str, np
             time = np.sort(rng.uniform(0, 30.0, n)) / float(config["timestep"])
             ev = np.column_stack([scatter, det, time]).astype(np.float32)
             name = f"{batch}_single_{config['panel'][marker][0]}"
-            _write_sample(folder / f"{name}.fcs", ev, config, rng, name, 0)
+            _write_sample(folder / f"{name}.fcs", ev, config, rng, name, 0, gains=gain)
             rows.append({"file": f"controls/{name}.fcs", "batch": batch, "kind": "single_stain", "marker": marker,
                          "fluorochrome": config["panel"][marker][0]})
         for marker in ("CD25", "FOXP3", "CD127"):
@@ -664,7 +707,7 @@ def _write_controls(out: Path, config: Mapping[str, Any], gains: Mapping[str, np
             spec = SampleSpec(n_events=20000, cd4={**base}, gains=gain, absent_marker=marker)
             name = f"{batch}_FMO_{marker}"
             _write_sample(folder / f"{name}.fcs", simulate_events(spec, config, rng).events, config, rng, name, 0,
-                          absent=marker)
+                          absent=marker, gains=gain)
             rows.append({"file": f"controls/{name}.fcs", "batch": batch, "kind": "fmo", "marker": marker,
                          "fluorochrome": config["panel"][marker][0]})
     table = pd.DataFrame(rows)
