@@ -7,6 +7,7 @@ The public surface is small; everything else lives in private-by-convention modu
     comp = ta.compensate(sample)            # spillover from the file's keyword, or a matrix file
     y = ta.logicle(comp.column("FITC-A"))   # GatingML 2.0 Logicle, vectorised
     panel = ta.resolve_panel(sample)        # marker -> channel through configurable aliases
+    result = ta.gate_sample(sample)         # the Treg hierarchy: masks, records, population table
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -14,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .compensation import compensate, read_spillover_csv
 from .errors import FCSError, PanelError, SpilloverError, TransformError, TregAnalysisError
 from .fcs import read_fcs
+from .gating.strategy import GatingResult, gate_sample
 from .panel import DEFAULT_ALIASES, resolve_marker, resolve_panel
 from .sample import Sample, Spillover
 from .transforms import arcsinh, arcsinh_inverse, estimate_logicle_w, logicle, logicle_inverse
@@ -26,7 +28,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "read_fcs", "Sample", "Spillover", "compensate", "read_spillover_csv",
     "logicle", "logicle_inverse", "arcsinh", "arcsinh_inverse", "estimate_logicle_w",
-    "resolve_panel", "resolve_marker", "DEFAULT_ALIASES",
+    "resolve_panel", "resolve_marker", "DEFAULT_ALIASES", "gate_sample", "GatingResult",
     "TregAnalysisError", "FCSError", "PanelError", "SpilloverError", "TransformError",
     "__version__",
 ]

@@ -1,0 +1,466 @@
+"""The gating strategy engine: a hierarchy of gates as data, evaluated parent by parent.
+
+A template (YAML, like openCyto's gating template) names 1-D thresholds and gates. Each gate is
+computed on its parent's events only and leaves a record: method, channels, thresholds in
+transformed and raw units, fallback, confidence, events in and out. A gate whose markers the
+panel lacks is left out with the reason; its children hang from its parent instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy.stats import binomtest, chi2
+
+from ..compensation import compensate
+from ..errors import PanelError, TregAnalysisError
+from ..panel import resolve_panel
+from ..sample import Sample
+from ..transforms import estimate_logicle_w, logicle, logicle_inverse
+from .density import Threshold, quantile_threshold, tail_threshold, valley_threshold
+
+__all__ = ["GatingError", "GatingResult", "gate_sample", "load_template", "MIN_EVENTS", "MIN_TREG_EVENTS"]
+
+MIN_EVENTS = 20  # a gate left with fewer events gives NA (flowDensity's count.lim)
+MIN_TREG_EVENTS = 200  # fewer Treg events: the frequency is imprecise (CV above ~7%)
+ROOT = "root"
+
+
+class GatingError(TregAnalysisError):
+    """A gating template or configuration that cannot be used."""
+
+
+def load_template(path: str | Path | None = None) -> dict[str, Any]:
+    """The gating template: the default Treg strategy, or a user's YAML file.
+
+    Raises
+    ------
+    GatingError
+        The file cannot be read, or a gate names an unknown parent, threshold or method.
+    """
+    if path is None:
+        text = resources.files("treganalysis").joinpath("data/treg_template.yaml").read_text(encoding="utf-8")
+        where = "default template"
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise GatingError(f"{path}: cannot read the gating template: {exc.strerror}") from None
+        where = str(path)
+    try:
+        template = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise GatingError(f"{where}: not valid YAML: {exc}") from None
+    _check_template(template, where)
+    return template
+
+
+def _check_template(template: Mapping[str, Any], where: str) -> None:
+    thresholds = template.get("thresholds", {}) or {}
+    gates = template.get("gates")
+    if not isinstance(gates, list) or not gates:
+        raise GatingError(f"{where}: a template needs a list of gates")
+    known = {ROOT}
+    for gate in gates:
+        name = gate.get("population")
+        if not name or gate.get("parent") not in known:
+            raise GatingError(f"{where}: gate {name!r} needs a parent defined above it (known: {', '.join(sorted(known))})")
+        method = gate.get("method", "rule")
+        if method == "rule":
+            for t, side in (gate.get("rule") or {}).items():
+                if t not in thresholds:
+                    raise GatingError(f"{where}: gate {name!r} uses threshold {t!r}, which is not defined")
+                if side not in ("above", "below"):
+                    raise GatingError(f"{where}: gate {name!r}: {t} must be 'above' or 'below', not {side!r}")
+        elif method == "not":
+            if gate.get("of") not in known:
+                raise GatingError(f"{where}: gate {name!r}: 'of' must name a population defined above it")
+        elif method not in ("singlet_ratio", "gmm_ellipse"):
+            raise GatingError(f"{where}: gate {name!r} has unknown method {method!r}")
+        known.add(name)
+    for t, spec in thresholds.items():
+        if spec.get("method", "valley") not in ("valley", "tail", "quantile"):
+            raise GatingError(f"{where}: threshold {t!r} has unknown method {spec.get('method')!r}")
+        if ("marker" in spec) == ("channel" in spec):
+            raise GatingError(f"{where}: threshold {t!r} needs exactly one of marker: or channel:")
+
+
+@dataclass
+class GatingResult:
+    """What :func:`gate_sample` found.
+
+    Attributes
+    ----------
+    sample : Sample
+        The compensated sample that was gated (events in file order).
+    masks : dict of str to ndarray of bool
+        Membership of each population, length ``sample.n_events``.
+    gates : list of dict
+        One record per gate and per threshold, in evaluation order.
+    populations : pandas.DataFrame
+        One row per population (see :func:`population_table`).
+    panel : dict
+        Marker -> channel as resolved.
+    provenance : dict
+        Package version, config, and what was done before gating (margins, compensation, transforms).
+    """
+
+    sample: Sample
+    masks: dict[str, np.ndarray]
+    gates: list[dict[str, Any]]
+    populations: pd.DataFrame
+    panel: dict[str, str | None]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def mask(self, population: str) -> np.ndarray:
+        """Boolean membership of a population over all events (file order)."""
+        if population not in self.masks:
+            raise KeyError(f"no population {population!r}; gated: {', '.join(self.masks)}")
+        return self.masks[population]
+
+    def to_json(self) -> str:
+        """The gate records and provenance as JSON (what ``gates.json`` holds)."""
+        return json.dumps({"sample": self.sample.name, "panel": self.panel, "gates": self.gates,
+                           "provenance": self.provenance}, indent=2, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None) -> GatingResult:
+    """Gate the Treg hierarchy of one raw sample.
+
+    Parameters
+    ----------
+    sample : Sample
+        As read by :func:`treganalysis.read_fcs` (uncompensated).
+    config : mapping, optional
+        The same mapping as ``config.yaml``: ``panel`` (``aliases``, ``channels``),
+        ``compensation`` (``matrix``: a file, ``required``), ``transform`` (``M``, ``A``),
+        ``gating`` (``template``: a YAML file; ``overrides``: population or threshold name ->
+        parameters to change).
+
+    Returns
+    -------
+    GatingResult
+
+    Notes
+    -----
+    Steps: margin events (at ``$PnR - 1`` in scatter or a gating channel) are set aside;
+    compensation; Logicle on each gating fluorescence channel with W estimated from that
+    channel's negative events (scatter stays linear); then the template's gates in order, each
+    on its parent's events. Thresholds are recorded in Logicle and in compensated linear units.
+    """
+    config = dict(config or {})
+    template = _template(config.get("gating", {}) or {})
+    panel_cfg = config.get("panel", {}) or {}
+    markers = sorted({s["marker"] for s in template.get("thresholds", {}).values() if "marker" in s})
+    panel = resolve_panel(sample, markers, aliases=panel_cfg.get("aliases"), channels=panel_cfg.get("channels"))
+    comp_cfg = config.get("compensation", {}) or {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # recorded in the compensation record instead
+        comp = compensate(sample, comp_cfg.get("matrix"), required=bool(comp_cfg.get("required", False)))
+    channels = _gating_channels(template, panel)
+    keep, margins = _margins(comp, channels)
+    transformed, transforms = _transform(comp, channels, config.get("transform", {}) or {})
+    engine = _Engine(comp, transformed, transforms, panel, template)
+    engine.run(keep)
+    populations = population_table(comp, engine.masks, engine.parents, panel)
+    provenance = {
+        "file": str(sample.path) if sample.path else None,
+        "sha256": _sha256(sample.path),
+        "package_version": _version(),
+        "config": config,
+        "margins": margins,
+        "compensation": comp.compensation,
+        "transforms": transforms,
+    }
+    return GatingResult(comp, engine.masks, engine.records, populations, panel, provenance)
+
+
+def _template(gating: Mapping[str, Any]) -> dict[str, Any]:
+    template = copy.deepcopy(load_template(gating.get("template")))
+    for name, changes in (gating.get("overrides") or {}).items():
+        target = template.get("thresholds", {}).get(name) or next(
+            (g for g in template["gates"] if g["population"] == name), None)
+        if target is None:
+            raise GatingError(f"gating overrides: {name!r} is neither a threshold nor a population of the template")
+        target.update(changes)
+    _check_template(template, "template with overrides")
+    return template
+
+
+def _gating_channels(template: Mapping[str, Any], panel: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Threshold name -> channel ($PnN), None where the panel lacks the marker."""
+    return {name: spec.get("channel") or panel.get(spec["marker"]) for name, spec in template.get("thresholds", {}).items()}
+
+
+def _margins(sample: Sample, channels: Mapping[str, str | None]) -> tuple[np.ndarray, dict[str, int]]:
+    """Events below every gating channel's ceiling (``$PnR - 1``), and the count removed per channel."""
+    names = {c for c in sample.scatter_channels if c.upper().startswith(("FSC-A", "FSC-H", "SSC-A"))}
+    names |= {c for c in channels.values() if c}
+    keep = np.ones(sample.n_events, dtype=bool)
+    removed = {}
+    for name in sorted(names):
+        j = sample.index(name)
+        top = sample.ranges[j] if sample.ranges else 0
+        if top > 0:
+            hit = sample.events[:, j] >= top - 1
+            removed[name] = int(hit.sum())
+            keep &= ~hit
+    return keep, removed
+
+
+def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict]:
+    """Logicle of each fluorescence gating channel, W from its negatives; scatter stays linear."""
+    out, params = {}, {}
+    M, A = float(cfg.get("M", 4.5)), float(cfg.get("A", 0.0))
+    for channel in sorted({c for c in channels.values() if c}):
+        column = sample.column(channel)
+        if channel in sample.scatter_channels:
+            out[channel] = column
+            params[channel] = {"transform": "linear"}
+            continue
+        j = sample.index(channel)
+        T = float(sample.ranges[j]) if sample.ranges and sample.ranges[j] > 0 else 262144.0
+        W = estimate_logicle_w(column, T=T, M=M)
+        W = min(W, M / 2)
+        out[channel] = logicle(column, T=T, W=W, M=M, A=A)
+        params[channel] = {"transform": "logicle", "T": T, "W": W, "M": M, "A": A}
+    return out, params
+
+
+class _Engine:
+    def __init__(self, sample, transformed, transforms, panel, template) -> None:
+        self.sample, self.data, self.transforms, self.panel = sample, transformed, transforms, panel
+        self.template = template
+        self.masks: dict[str, np.ndarray] = {}
+        self.parents: dict[str, str] = {}
+        self.alias: dict[str, str] = {}  # left-out population -> the population standing in for it
+        self.thresholds: dict[str, Threshold | None] = {}
+        self.records: list[dict[str, Any]] = []
+
+    def resolve(self, population: str) -> str:
+        while population in self.alias:
+            population = self.alias[population]
+        return population
+
+    def run(self, root: np.ndarray) -> None:
+        self.masks[ROOT] = root
+        for gate in self.template["gates"]:
+            self.gate(gate)
+        del self.masks[ROOT]
+
+    def gate(self, gate: Mapping[str, Any]) -> None:
+        name, parent = gate["population"], self.resolve(gate["parent"])
+        method = gate.get("method", "rule")
+        record: dict[str, Any] = {"population": name, "parent": parent, "method": method}
+        parent_mask = self.masks.get(parent)
+        if parent_mask is None:  # the parent itself is NA
+            self.masks[name] = np.zeros(self.sample.n_events, dtype=bool)
+            self.parents[name] = parent
+            self.records.append({**record, "status": "na", "reason": f"parent {parent} is NA"})
+            return
+        idx = np.flatnonzero(parent_mask)
+        record["events_in"] = int(idx.size)
+        try:
+            if method == "rule":
+                missing = [t for t in gate["rule"] if self.channel(t) is None]
+                if missing:
+                    raise _LeftOut(f"marker {', '.join(self.marker(t) for t in missing)} not in the panel")
+                inside = np.ones(idx.size, dtype=bool)
+                cuts = []
+                for t, side in gate["rule"].items():
+                    threshold = self.threshold(t, parent)
+                    values = self.data[self.channel(t)][idx]
+                    inside &= values > threshold.value if side == "above" else values <= threshold.value
+                    cuts.append({"threshold": t, "side": side, **self.describe(t, threshold)})
+                record.update(channels=[self.channel(t) for t in gate["rule"]], cuts=cuts)
+            elif method == "not":
+                other = self.masks.get(self.resolve(gate["of"]))
+                if other is None:
+                    raise _LeftOut(f"{gate['of']} is not gated")
+                inside = ~other[idx]
+                record["of"] = gate["of"]
+            elif method == "singlet_ratio":
+                inside, details = self.singlets(idx, float(gate.get("k", 4.0)))
+                record.update(details)
+            else:
+                inside, details = self.lymphocytes(idx, gate)
+                record.update(details)
+        except _LeftOut as why:
+            self.alias[name] = parent
+            self.records.append({**record, "status": "absent", "reason": str(why)})
+            return
+        mask = np.zeros(self.sample.n_events, dtype=bool)
+        mask[idx[inside]] = True
+        record["events_out"] = int(inside.sum())
+        record["status"] = "ok"
+        if record["events_out"] < MIN_EVENTS:
+            record.update(status="na", reason=f"fewer than {MIN_EVENTS} events ({record['events_out']})")
+            self.masks[name] = mask
+            self.parents[name] = parent
+            self.records.append(record)
+            return
+        if name == "treg" and record["events_out"] < MIN_TREG_EVENTS:
+            record["flag"] = f"imprecise: fewer than {MIN_TREG_EVENTS} Treg events"
+        self.masks[name] = mask
+        self.parents[name] = parent
+        self.records.append(record)
+
+    def marker(self, t: str) -> str:
+        spec = self.template["thresholds"][t]
+        return spec.get("marker") or spec.get("channel")
+
+    def channel(self, t: str) -> str | None:
+        spec = self.template["thresholds"][t]
+        if "channel" in spec:
+            return spec["channel"] if spec["channel"] in self.sample.channels else None
+        return self.panel.get(spec["marker"])
+
+    def threshold(self, t: str, parent: str) -> Threshold:
+        if t not in self.thresholds:
+            spec = self.template["thresholds"][t]
+            on = self.resolve(spec.get("on", parent))
+            mask = self.masks.get(on)
+            if mask is None or mask.sum() < MIN_EVENTS:
+                raise _LeftOut(f"too few events in {on} to choose the {t} threshold")
+            values = self.data[self.channel(t)][mask]
+            method = spec.get("method", "valley")
+            side = spec.get("side", "upper")
+            if method == "valley":
+                chosen = valley_threshold(values, fallback=spec.get("fallback", "tail"), side=side,
+                                          k=float(spec.get("k", 3.0)), q=float(spec.get("q", 0.95)),
+                                          min_depth=float(spec.get("min_depth", 0.25)))
+            elif method == "tail":
+                chosen = tail_threshold(values, side=side, k=float(spec.get("k", 3.0)))
+            else:
+                chosen = quantile_threshold(values, float(spec.get("q", 0.95)))
+            self.thresholds[t] = chosen
+            self.records.append({"threshold": t, "on": on, "channel": self.channel(t), **self.describe(t, chosen)})
+        return self.thresholds[t]
+
+    def describe(self, t: str, threshold: Threshold) -> dict[str, Any]:
+        channel = self.channel(t)
+        params = self.transforms.get(channel, {})
+        raw = threshold.value
+        if params.get("transform") == "logicle":
+            raw = float(logicle_inverse(threshold.value, T=params["T"], W=params["W"], M=params["M"], A=params["A"]))
+        return {"value": threshold.value, "value_raw": raw, "method_used": threshold.method,
+                "fallback": threshold.fallback, "confidence": threshold.confidence, "details": threshold.details}
+
+    def singlets(self, idx: np.ndarray, k: float) -> tuple[np.ndarray, dict]:
+        """FSC-H / FSC-A of singlets is constant; doublets have a low ratio (FSC-A about twice)."""
+        try:
+            area, height = self.sample.column("FSC-A")[idx], self.sample.column("FSC-H")[idx]
+        except PanelError:
+            raise _LeftOut("FSC-A and FSC-H are needed") from None
+        ratio = height / np.maximum(area, 1.0)
+        centre = float(np.median(ratio))
+        spread = 1.4826 * float(np.median(np.abs(ratio - centre)))
+        cut = centre - k * spread
+        return ratio >= cut, {"channels": ["FSC-A", "FSC-H"], "ratio_median": centre, "ratio_mad": spread,
+                              "cuts": [{"threshold": "fsc_h_over_a", "side": "above", "value": cut, "k": k}]}
+
+    def lymphocytes(self, idx: np.ndarray, gate: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
+        """The Gaussian-mixture component nearest the lymphocyte target, to its density quantile."""
+        from sklearn.mixture import GaussianMixture
+
+        try:
+            fsc, ssc = self.sample.index("FSC-A"), self.sample.index("SSC-A")
+        except PanelError:
+            raise _LeftOut("FSC-A and SSC-A are needed") from None
+        top = np.array([self.sample.ranges[fsc] or 262144.0, self.sample.ranges[ssc] or 262144.0])
+        xy = self.sample.events[np.ix_(idx, [fsc, ssc])] / top  # scaled to [0, 1]
+        rng = np.random.default_rng(0)
+        fit_on = xy if idx.size <= int(gate.get("subsample", 20000)) else xy[rng.choice(idx.size, int(gate.get("subsample", 20000)), replace=False)]
+        gmm = GaussianMixture(int(gate.get("components", 3)), covariance_type="full", random_state=0).fit(fit_on)
+        target = np.asarray(gate.get("target", [0.27, 0.08]), dtype=float)
+        best = int(np.argmin(np.linalg.norm(gmm.means_ - target, axis=1)))
+        mean, cov = gmm.means_[best], gmm.covariances_[best]
+        limit = float(chi2.ppf(float(gate.get("quantile", 0.95)), 2))
+        delta = xy - mean
+        d2 = np.einsum("ij,jk,ik->i", delta, np.linalg.inv(cov), delta)
+        return d2 <= limit, {"channels": ["FSC-A", "SSC-A"], "mean": (mean * top).tolist(),
+                             "covariance": (cov * np.outer(top, top)).tolist(), "distance_square": limit,
+                             "weight": float(gmm.weights_[best])}
+
+
+class _LeftOut(Exception):
+    """A gate that cannot be drawn for this panel (its reason goes into the record)."""
+
+
+def population_table(sample: Sample, masks: Mapping[str, np.ndarray], parents: Mapping[str, str],
+                     panel: Mapping[str, str | None]) -> pd.DataFrame:
+    """Count, % of parent, % of CD4 with Wilson 95% intervals, and marker medians per population.
+
+    Medians are of compensated, untransformed values (domain.md: MFIs in linear units).
+    """
+    rows = []
+    cd4 = masks.get("cd4")
+    n_cd4 = int(cd4.sum()) if cd4 is not None else 0
+    descendants_of_cd4 = _descendants(parents, "cd4")
+    for name, mask in masks.items():
+        count = int(mask.sum())
+        parent = parents.get(name)
+        n_parent = int(masks[parent].sum()) if parent in masks else int(sample.n_events)
+        row: dict[str, Any] = {"population": name, "parent": parent, "count": count, "parent_count": n_parent}
+        row.update(_percent("pct_parent", count, n_parent))
+        if name in descendants_of_cd4 and n_cd4:
+            row.update(_percent("pct_cd4", count, n_cd4))
+        for marker, channel in panel.items():
+            if channel:
+                row[f"median_{marker}"] = float(np.median(sample.column(channel)[mask])) if count else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _percent(prefix: str, k: int, n: int) -> dict[str, float]:
+    if n == 0:
+        return {prefix: float("nan"), f"{prefix}_low": float("nan"), f"{prefix}_high": float("nan")}
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return {prefix: 100.0 * k / n, f"{prefix}_low": 100.0 * ci.low, f"{prefix}_high": 100.0 * ci.high}
+
+
+def _descendants(parents: Mapping[str, str], root: str) -> set[str]:
+    out = set()
+    for name in parents:
+        node = name
+        while node in parents:
+            node = parents[node]
+            if node == root:
+                out.add(name)
+                break
+    return out
+
+
+def _sha256(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
