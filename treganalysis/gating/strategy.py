@@ -25,7 +25,7 @@ from scipy.stats import binomtest, chi2
 
 from ..compensation import compensate
 from ..errors import PanelError, TregAnalysisError
-from ..panel import resolve_panel
+from ..panel import merge_aliases, resolve_panel
 from ..sample import Sample
 from ..transforms import estimate_logicle_w, logicle, logicle_inverse
 from .density import Threshold, quantile_threshold, tail_threshold, valley_threshold
@@ -172,6 +172,7 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None) -> Gati
     panel_cfg = config.get("panel", {}) or {}
     markers = sorted({s["marker"] for s in template.get("thresholds", {}).values() if "marker" in s})
     panel = resolve_panel(sample, markers, aliases=panel_cfg.get("aliases"), channels=panel_cfg.get("channels"))
+    panel.update(_other_markers(sample, panel, panel_cfg))
     comp_cfg = config.get("compensation", {}) or {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # recorded in the compensation record instead
@@ -204,6 +205,22 @@ def _template(gating: Mapping[str, Any]) -> dict[str, Any]:
         target.update(changes)
     _check_template(template, "template with overrides")
     return template
+
+
+def _other_markers(sample: Sample, panel: Mapping[str, str | None], cfg: Mapping[str, Any]) -> dict[str, str]:
+    """Markers the template does not gate on but the panel carries (for their medians); an
+    ambiguous one is skipped rather than stopping the gating."""
+    found = {}
+    for marker in merge_aliases(cfg.get("aliases")):
+        if marker in panel:
+            continue
+        try:
+            channel = resolve_panel(sample, [marker], aliases=cfg.get("aliases"), channels=cfg.get("channels"))[marker]
+        except PanelError:
+            continue
+        if channel:
+            found[marker] = channel
+    return found
 
 
 def _gating_channels(template: Mapping[str, Any], panel: Mapping[str, str | None]) -> dict[str, str | None]:
