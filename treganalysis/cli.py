@@ -17,7 +17,7 @@ from .fcs import count_datasets, read_fcs
 from .errors import PanelError, TregAnalysisError
 from .panel import DEFAULT_ALIASES, resolve_panel
 from ._files import write_bytes_atomic, write_tsv_atomic
-from .gating.strategy import gate_sample
+from .gating.strategy import fit_pooled, gate_sample
 from .sample import Sample
 from .simulate import PRESETS, load_config, simulate_cohort
 
@@ -84,12 +84,16 @@ def _parser() -> argparse.ArgumentParser:
 
     gate = commands.add_parser(
         "gate",
-        help="gate the Treg hierarchy of one FCS file: populations.tsv and gates.json",
-        description="Compensate, transform and gate one FCS file with the Treg strategy; write the "
-        "population table (populations.tsv) and every gate record with provenance (gates.json) to --out.",
+        help="gate the Treg hierarchy of FCS files: populations.tsv and gates.json",
+        description="Compensate, transform and gate FCS files with the Treg strategy; write the "
+        "population table (populations.tsv) and every gate record with provenance (gates.json) to --out "
+        "(one sub-folder per file when several are given). With --pooled, transforms and thresholds are "
+        "fitted once on all the files' events (one subject's visits, or one batch) and applied to each.",
     )
-    gate.add_argument("file", metavar="FILE", help="FCS file")
+    gate.add_argument("files", nargs="+", metavar="FILE", help="FCS files")
     gate.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    gate.add_argument("--pooled", metavar="GROUP",
+                      help="fit the gates on the pooled events of all FILEs, recorded as this group name")
     gate.add_argument("--config", metavar="YAML",
                       help="settings: panel (aliases, channels), compensation (matrix, required), "
                       "transform (M, A), gating (template, overrides)")
@@ -99,14 +103,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def _gate(args: argparse.Namespace) -> int:
     config = _read_yaml(args.config) if args.config else {}
-    result = gate_sample(read_fcs(args.file), config)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_tsv_atomic(out / "populations.tsv", result.populations)
-    write_bytes_atomic(out / "gates.json", result.to_json().encode("utf-8"))
-    table = result.populations.set_index("population")
-    treg = f"{table.loc['treg', 'pct_cd4']:.2f}% of CD4" if "pct_cd4" in table and "treg" in table.index else "not gated"
-    print(f"{args.file}: {len(table)} populations, Treg {treg}; wrote {out / 'populations.tsv'} and {out / 'gates.json'}")
+    samples = [read_fcs(f) for f in args.files]
+    pooled = fit_pooled(samples, config, args.pooled) if args.pooled else None
+    for path, sample in zip(args.files, samples):
+        result = gate_sample(sample, config, pooled=pooled)
+        out = Path(args.out) if len(samples) == 1 else Path(args.out) / Path(path).stem
+        out.mkdir(parents=True, exist_ok=True)
+        write_tsv_atomic(out / "populations.tsv", result.populations)
+        write_bytes_atomic(out / "gates.json", result.to_json().encode("utf-8"))
+        table = result.populations.set_index("population")
+        treg = (f"{table.loc['treg', 'pct_cd4']:.2f}% of CD4" if "pct_cd4" in table and "treg" in table.index
+                else "not gated")
+        print(f"{path}: {len(table)} populations, Treg {treg}; wrote {out / 'populations.tsv'} and {out / 'gates.json'}")
     return 0
 
 

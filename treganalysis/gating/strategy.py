@@ -30,7 +30,8 @@ from ..sample import Sample
 from ..transforms import estimate_logicle_w, logicle, logicle_inverse
 from .density import Threshold, quantile_threshold, tail_threshold, valley_threshold
 
-__all__ = ["GatingError", "GatingResult", "gate_sample", "load_template", "MIN_EVENTS", "MIN_TREG_EVENTS"]
+__all__ = ["GatingError", "GatingResult", "PooledGates", "fit_pooled", "gate_group", "gate_sample", "load_template",
+           "population_table", "MIN_EVENTS", "MIN_TREG_EVENTS"]
 
 MIN_EVENTS = 20  # a gate left with fewer events gives NA (flowDensity's count.lim)
 MIN_TREG_EVENTS = 200  # fewer Treg events: the frequency is imprecise (CV above ~7%)
@@ -143,7 +144,8 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None) -> GatingResult:
+def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
+                pooled: "PooledGates | None" = None) -> GatingResult:
     """Gate the Treg hierarchy of one raw sample.
 
     Parameters
@@ -155,6 +157,9 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None) -> Gati
         ``compensation`` (``matrix``: a file, ``required``), ``transform`` (``M``, ``A``),
         ``gating`` (``template``: a YAML file; ``overrides``: population or threshold name ->
         parameters to change).
+    pooled : PooledGates, optional
+        Transforms and thresholds fitted on a group of samples (:func:`fit_pooled`), applied
+        here instead of fitting this sample's own.
 
     Returns
     -------
@@ -168,19 +173,11 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None) -> Gati
     on its parent's events. Thresholds are recorded in Logicle and in compensated linear units.
     """
     config = dict(config or {})
-    template = _template(config.get("gating", {}) or {})
-    panel_cfg = config.get("panel", {}) or {}
-    markers = sorted({s["marker"] for s in template.get("thresholds", {}).values() if "marker" in s})
-    panel = resolve_panel(sample, markers, aliases=panel_cfg.get("aliases"), channels=panel_cfg.get("channels"))
-    panel.update(_other_markers(sample, panel, panel_cfg))
-    comp_cfg = config.get("compensation", {}) or {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # recorded in the compensation record instead
-        comp = compensate(sample, comp_cfg.get("matrix"), required=bool(comp_cfg.get("required", False)))
-    channels = _gating_channels(template, panel)
+    template, panel, comp, channels = _prepare(sample, config)
     keep, margins = _margins(comp, channels)
-    transformed, transforms = _transform(comp, channels, config.get("transform", {}) or {})
-    engine = _Engine(comp, transformed, transforms, panel, template)
+    fixed_transforms = pooled.transforms if pooled is not None else None
+    transformed, transforms = _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)
+    engine = _Engine(comp, transformed, transforms, panel, template, pooled.fitted if pooled is not None else None)
     engine.run(keep)
     populations = population_table(comp, engine.masks, engine.parents, panel)
     provenance = {
@@ -191,8 +188,82 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None) -> Gati
         "margins": margins,
         "compensation": comp.compensation,
         "transforms": transforms,
+        "pooled": {"group": pooled.group, "samples": pooled.samples} if pooled is not None else None,
     }
     return GatingResult(comp, engine.masks, engine.records, populations, panel, provenance)
+
+
+@dataclass
+class PooledGates:
+    """Transforms and gate parameters fitted on the pooled events of a group of samples."""
+
+    group: str
+    samples: list[str]
+    transforms: dict[str, dict[str, Any]]
+    fitted: dict[str, Any]
+
+
+def fit_pooled(samples: list[Sample], config: Mapping[str, Any] | None = None, group: str = "") -> PooledGates:
+    """Fit transforms, thresholds and scatter gates on the pooled events of ``samples``.
+
+    Parameters
+    ----------
+    samples : list of Sample
+        Raw samples of one subject (or batch) with the same channels.
+    config : mapping, optional
+        As for :func:`gate_sample`.
+    group : str
+        Name of the group, recorded in every result (e.g. the subject).
+
+    Returns
+    -------
+    PooledGates
+        To pass to :func:`gate_sample` for each sample of the group.
+
+    Notes
+    -----
+    openCyto's ``groupBy`` idea: a threshold fitted per visit moves with the very change it
+    should measure (IL-2 raises CD25 on Tregs), so the thresholds of a subject's visits are
+    fitted once on their events together. Each sample is compensated with its own matrix
+    before pooling.
+    """
+    if not samples:
+        raise GatingError("fit_pooled needs at least one sample")
+    config = dict(config or {})
+    first = samples[0]
+    for other in samples[1:]:
+        if other.channels != first.channels:
+            raise GatingError(f"{other.name}: channels differ from {first.name}'s; pooled gating needs one panel "
+                              f"(pool_by groups samples of the same panel)")
+    prepared = [_prepare(s, config) for s in samples]
+    template, panel, _, channels = prepared[0]
+    comps = [p[2] for p in prepared]
+    pooled = comps[0].with_events(np.concatenate([c.events for c in comps]), path=None, compensation=None)
+    keep, _ = _margins(pooled, channels)
+    transformed, transforms = _transform(pooled, channels, config.get("transform", {}) or {})
+    engine = _Engine(pooled, transformed, transforms, panel, template)
+    engine.run(keep)
+    return PooledGates(group, [s.name for s in samples], transforms, engine.learned)
+
+
+def gate_group(samples: list[Sample], config: Mapping[str, Any] | None = None, group: str = "") -> list[GatingResult]:
+    """Gate each sample of a group with transforms and thresholds fitted on all of them."""
+    pooled = fit_pooled(samples, config, group)
+    return [gate_sample(s, config, pooled=pooled) for s in samples]
+
+
+def _prepare(sample: Sample, config: Mapping[str, Any]) -> tuple[dict, dict, Sample, dict]:
+    """Template, panel, compensated sample and gating channels of one sample."""
+    template = _template(config.get("gating", {}) or {})
+    panel_cfg = config.get("panel", {}) or {}
+    markers = sorted({s["marker"] for s in template.get("thresholds", {}).values() if "marker" in s})
+    panel = resolve_panel(sample, markers, aliases=panel_cfg.get("aliases"), channels=panel_cfg.get("channels"))
+    panel.update(_other_markers(sample, panel, panel_cfg))
+    comp_cfg = config.get("compensation", {}) or {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # recorded in the compensation record instead
+        comp = compensate(sample, comp_cfg.get("matrix"), required=bool(comp_cfg.get("required", False)))
+    return template, panel, comp, _gating_channels(template, panel)
 
 
 def _template(gating: Mapping[str, Any]) -> dict[str, Any]:
@@ -244,8 +315,10 @@ def _margins(sample: Sample, channels: Mapping[str, str | None]) -> tuple[np.nda
     return keep, removed
 
 
-def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict]:
-    """Logicle of each fluorescence gating channel, W from its negatives; scatter stays linear."""
+def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[str, Any],
+               fixed: Mapping[str, dict] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Logicle of each fluorescence gating channel, W from its negatives (or as ``fixed``
+    gives it, for pooled gating); scatter stays linear."""
     out, params = {}, {}
     M, A = float(cfg.get("M", 4.5)), float(cfg.get("A", 0.0))
     for channel in sorted({c for c in channels.values() if c}):
@@ -254,19 +327,24 @@ def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[
             out[channel] = column
             params[channel] = {"transform": "linear"}
             continue
-        j = sample.index(channel)
-        T = float(sample.ranges[j]) if sample.ranges and sample.ranges[j] > 0 else 262144.0
-        W = estimate_logicle_w(column, T=T, M=M)
-        W = min(W, M / 2)
-        out[channel] = logicle(column, T=T, W=W, M=M, A=A)
-        params[channel] = {"transform": "logicle", "T": T, "W": W, "M": M, "A": A}
+        if fixed and channel in fixed:
+            params[channel] = dict(fixed[channel])
+        else:
+            j = sample.index(channel)
+            T = float(sample.ranges[j]) if sample.ranges and sample.ranges[j] > 0 else 262144.0
+            W = min(estimate_logicle_w(column, T=T, M=M), M / 2)
+            params[channel] = {"transform": "logicle", "T": T, "W": W, "M": M, "A": A}
+        p = params[channel]
+        out[channel] = logicle(column, T=p["T"], W=p["W"], M=p["M"], A=p["A"])
     return out, params
 
 
 class _Engine:
-    def __init__(self, sample, transformed, transforms, panel, template) -> None:
+    def __init__(self, sample, transformed, transforms, panel, template, fitted=None) -> None:
         self.sample, self.data, self.transforms, self.panel = sample, transformed, transforms, panel
         self.template = template
+        self.fitted: dict[str, Any] = fitted or {}  # pooled: thresholds and scatter gates to apply
+        self.learned: dict[str, Any] = {}  # what this run fitted
         self.masks: dict[str, np.ndarray] = {}
         self.parents: dict[str, str] = {}
         self.alias: dict[str, str] = {}  # left-out population -> the population standing in for it
@@ -310,13 +388,15 @@ class _Engine:
                     cuts.append({"threshold": t, "side": side, **self.describe(t, threshold)})
                 record.update(channels=[self.channel(t) for t in gate["rule"]], cuts=cuts)
             elif method == "not":
-                other = self.masks.get(self.resolve(gate["of"]))
+                if gate["of"] in self.alias:
+                    raise _LeftOut(f"{gate['of']} is absent, so its complement is undefined")
+                other = self.masks.get(gate["of"])
                 if other is None:
                     raise _LeftOut(f"{gate['of']} is not gated")
                 inside = ~other[idx]
                 record["of"] = gate["of"]
             elif method == "singlet_ratio":
-                inside, details = self.singlets(idx, float(gate.get("k", 4.0)))
+                inside, details = self.singlets(idx, float(gate.get("k", 4.0)), name)
                 record.update(details)
             else:
                 inside, details = self.lymphocytes(idx, gate)
@@ -352,6 +432,9 @@ class _Engine:
         return self.panel.get(spec["marker"])
 
     def threshold(self, t: str, parent: str) -> Threshold:
+        if t not in self.thresholds and t in self.fitted:
+            self.thresholds[t] = self.fitted[t]
+            self.records.append({"threshold": t, "on": "pooled", "channel": self.channel(t), **self.describe(t, self.fitted[t])})
         if t not in self.thresholds:
             spec = self.template["thresholds"][t]
             on = self.resolve(spec.get("on", parent))
@@ -369,7 +452,7 @@ class _Engine:
                 chosen = tail_threshold(values, side=side, k=float(spec.get("k", 3.0)))
             else:
                 chosen = quantile_threshold(values, float(spec.get("q", 0.95)))
-            self.thresholds[t] = chosen
+            self.thresholds[t] = self.learned[t] = chosen
             self.records.append({"threshold": t, "on": on, "channel": self.channel(t), **self.describe(t, chosen)})
         return self.thresholds[t]
 
@@ -382,18 +465,23 @@ class _Engine:
         return {"value": threshold.value, "value_raw": raw, "method_used": threshold.method,
                 "fallback": threshold.fallback, "confidence": threshold.confidence, "details": threshold.details}
 
-    def singlets(self, idx: np.ndarray, k: float) -> tuple[np.ndarray, dict]:
+    def singlets(self, idx: np.ndarray, k: float, name: str = "singlets") -> tuple[np.ndarray, dict]:
         """FSC-H / FSC-A of singlets is constant; doublets have a low ratio (FSC-A about twice)."""
         try:
             area, height = self.sample.column("FSC-A")[idx], self.sample.column("FSC-H")[idx]
         except PanelError:
             raise _LeftOut("FSC-A and FSC-H are needed") from None
         ratio = height / np.maximum(area, 1.0)
-        centre = float(np.median(ratio))
-        spread = 1.4826 * float(np.median(np.abs(ratio - centre)))
-        cut = centre - k * spread
-        return ratio >= cut, {"channels": ["FSC-A", "FSC-H"], "ratio_median": centre, "ratio_mad": spread,
-                              "cuts": [{"threshold": "fsc_h_over_a", "side": "above", "value": cut, "k": k}]}
+        if name in self.fitted:
+            fit = self.fitted[name]
+        else:
+            centre = float(np.median(ratio))
+            spread = 1.4826 * float(np.median(np.abs(ratio - centre)))
+            fit = {"ratio_median": centre, "ratio_mad": spread, "cut": centre - k * spread}
+        self.learned[name] = fit
+        return ratio >= fit["cut"], {"channels": ["FSC-A", "FSC-H"], "ratio_median": fit["ratio_median"],
+                                     "ratio_mad": fit["ratio_mad"], "pooled": name in self.fitted,
+                                     "cuts": [{"threshold": "fsc_h_over_a", "side": "above", "value": fit["cut"], "k": k}]}
 
     def lymphocytes(self, idx: np.ndarray, gate: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
         """The Gaussian-mixture component nearest the lymphocyte target, to its density quantile."""
@@ -405,18 +493,25 @@ class _Engine:
             raise _LeftOut("FSC-A and SSC-A are needed") from None
         top = np.array([self.sample.ranges[fsc] or 262144.0, self.sample.ranges[ssc] or 262144.0])
         xy = self.sample.events[np.ix_(idx, [fsc, ssc])] / top  # scaled to [0, 1]
-        rng = np.random.default_rng(0)
-        fit_on = xy if idx.size <= int(gate.get("subsample", 20000)) else xy[rng.choice(idx.size, int(gate.get("subsample", 20000)), replace=False)]
-        gmm = GaussianMixture(int(gate.get("components", 3)), covariance_type="full", random_state=0).fit(fit_on)
-        target = np.asarray(gate.get("target", [0.27, 0.08]), dtype=float)
-        best = int(np.argmin(np.linalg.norm(gmm.means_ - target, axis=1)))
-        mean, cov = gmm.means_[best], gmm.covariances_[best]
-        limit = float(chi2.ppf(float(gate.get("quantile", 0.95)), 2))
-        delta = xy - mean
-        d2 = np.einsum("ij,jk,ik->i", delta, np.linalg.inv(cov), delta)
-        return d2 <= limit, {"channels": ["FSC-A", "SSC-A"], "mean": (mean * top).tolist(),
-                             "covariance": (cov * np.outer(top, top)).tolist(), "distance_square": limit,
-                             "weight": float(gmm.weights_[best])}
+        name = gate["population"]
+        if name in self.fitted:
+            fit = self.fitted[name]
+        else:
+            size = int(gate.get("subsample", 20000))
+            rng = np.random.default_rng(0)  # the same subsample for the same events
+            fit_on = xy if idx.size <= size else xy[rng.choice(idx.size, size, replace=False)]
+            gmm = GaussianMixture(int(gate.get("components", 3)), covariance_type="full", random_state=0).fit(fit_on)
+            target = np.asarray(gate.get("target", [0.27, 0.08]), dtype=float)
+            best = int(np.argmin(np.linalg.norm(gmm.means_ - target, axis=1)))
+            fit = {"mean": gmm.means_[best], "covariance": gmm.covariances_[best], "weight": float(gmm.weights_[best]),
+                   "distance_square": float(chi2.ppf(float(gate.get("quantile", 0.95)), 2))}
+        self.learned[name] = fit
+        delta = xy - fit["mean"]
+        d2 = np.einsum("ij,jk,ik->i", delta, np.linalg.inv(fit["covariance"]), delta)
+        return d2 <= fit["distance_square"], {
+            "channels": ["FSC-A", "SSC-A"], "mean": (fit["mean"] * top).tolist(),
+            "covariance": (fit["covariance"] * np.outer(top, top)).tolist(),
+            "distance_square": fit["distance_square"], "weight": fit["weight"], "pooled": name in self.fitted}
 
 
 class _LeftOut(Exception):
