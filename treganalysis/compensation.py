@@ -203,6 +203,7 @@ def compensate(sample: Sample, spillover: "Spillover | str | os.PathLike | None"
         "source": spill.source,
         "channels": [sample.channels[j] for j in columns],
         "matrix_channels": list(spill.channels),
+        "matrix": np.asarray(spill.matrix, dtype=np.float64).tolist(),
         "identity": spill.is_identity,
         "condition_number": condition,
     }

@@ -130,6 +130,13 @@ class GatingResult:
             raise KeyError(f"no population {population!r}; gated: {', '.join(self.masks)}")
         return self.masks[population]
 
+    def to_gatingml(self, path: str | Path) -> Path:
+        """Write the sample's gates as GatingML 2.0 (through FlowKit); see
+        :func:`treganalysis.gating.gatingml.to_gatingml`."""
+        from .gatingml import to_gatingml
+
+        return to_gatingml(self, path)
+
     def to_json(self) -> str:
         """The gate records and provenance as JSON (what ``gates.json`` holds)."""
         return json.dumps({"sample": self.sample.name, "panel": self.panel, "gates": self.gates,
@@ -174,7 +181,7 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     """
     config = dict(config or {})
     template, panel, comp, channels = _prepare(sample, config)
-    keep, margins = _margins(comp, channels)
+    keep, margins = _margins(sample, channels)
     fixed_transforms = pooled.transforms if pooled is not None else None
     transformed, transforms = _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)
     engine = _Engine(comp, transformed, transforms, panel, template, pooled.fitted if pooled is not None else None)
@@ -239,7 +246,7 @@ def fit_pooled(samples: list[Sample], config: Mapping[str, Any] | None = None, g
     template, panel, _, channels = prepared[0]
     comps = [p[2] for p in prepared]
     pooled = comps[0].with_events(np.concatenate([c.events for c in comps]), path=None, compensation=None)
-    keep, _ = _margins(pooled, channels)
+    keep = np.concatenate([_margins(s, channels)[0] for s in samples])
     transformed, transforms = _transform(pooled, channels, config.get("transform", {}) or {})
     engine = _Engine(pooled, transformed, transforms, panel, template)
     engine.run(keep)
@@ -300,7 +307,8 @@ def _gating_channels(template: Mapping[str, Any], panel: Mapping[str, str | None
 
 
 def _margins(sample: Sample, channels: Mapping[str, str | None]) -> tuple[np.ndarray, dict[str, int]]:
-    """Events below every gating channel's ceiling (``$PnR - 1``), and the count removed per channel."""
+    """Events below every gating channel's ceiling (``$PnR - 1``) in the raw (uncompensated)
+    data, where saturation happens, and the count removed per channel."""
     names = {c for c in sample.scatter_channels if c.upper().startswith(("FSC-A", "FSC-H", "SSC-A"))}
     names |= {c for c in channels.values() if c}
     keep = np.ones(sample.n_events, dtype=bool)
