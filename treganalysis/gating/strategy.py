@@ -29,6 +29,7 @@ from ..panel import merge_aliases, resolve_panel
 from ..sample import Sample
 from ..transforms import estimate_logicle_w, logicle, logicle_inverse
 from .density import Threshold, quantile_threshold, tail_threshold, valley_threshold
+from .geometry import ellipse
 
 __all__ = ["GatingError", "GatingResult", "PooledGates", "fit_pooled", "gate_group", "gate_sample", "load_template",
            "population_table", "MIN_EVENTS", "MIN_TREG_EVENTS"]
@@ -514,9 +515,7 @@ class _Engine:
             fit = {"mean": gmm.means_[best], "covariance": gmm.covariances_[best], "weight": float(gmm.weights_[best]),
                    "distance_square": float(chi2.ppf(float(gate.get("quantile", 0.95)), 2))}
         self.learned[name] = fit
-        delta = xy - fit["mean"]
-        d2 = np.einsum("ij,jk,ik->i", delta, np.linalg.inv(fit["covariance"]), delta)
-        return d2 <= fit["distance_square"], {
+        return ellipse(xy, fit["mean"], fit["covariance"], fit["distance_square"]), {
             "channels": ["FSC-A", "SSC-A"], "mean": (fit["mean"] * top).tolist(),
             "covariance": (fit["covariance"] * np.outer(top, top)).tolist(),
             "distance_square": fit["distance_square"], "weight": fit["weight"], "pooled": name in self.fitted}
