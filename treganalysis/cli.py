@@ -16,7 +16,7 @@ from . import __version__
 from .fcs import count_datasets, read_fcs
 from .errors import PanelError, TregAnalysisError
 from .panel import DEFAULT_ALIASES, resolve_panel
-from ._files import write_bytes_atomic, write_tsv_atomic
+from ._files import read_yaml_mapping, write_bytes_atomic, write_tsv_atomic
 from .gating.strategy import fit_pooled, gate_sample
 from .sample import Sample
 from .simulate import PRESETS, load_config, simulate_cohort
@@ -119,15 +119,7 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _read_yaml(path: str) -> dict:
-    import yaml
-
-    try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise TregAnalysisError(f"{path}: cannot read the config: {exc}") from None
-    if not isinstance(loaded, dict):
-        raise TregAnalysisError(f"{path}: the config must be a mapping of settings")
-    return loaded
+    return read_yaml_mapping(path, "config", TregAnalysisError)
 
 
 def _simulate(args: argparse.Namespace) -> int:

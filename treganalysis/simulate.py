@@ -41,9 +41,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from ._files import write_bytes_atomic, write_tsv_atomic
+from ._files import read_yaml_mapping, write_bytes_atomic, write_tsv_atomic
 from .errors import TregAnalysisError
 from .fcs import write_fcs
 from .sample import Spillover
@@ -184,13 +183,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
     """
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise SimulationError(f"{path}: cannot read the simulation config: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise SimulationError(f"{path}: the simulation config must be a mapping of settings")
-        _merge(config, loaded, str(path))
+        _merge(config, read_yaml_mapping(path, "simulation config", SimulationError), str(path))
     if overrides:
         _merge(config, dict(overrides), "overrides")
     _check_shapes(config, str(path) if path is not None else "overrides")

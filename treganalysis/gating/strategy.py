@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy.stats import binomtest, chi2
 
+from .._files import read_yaml_mapping
 from ..compensation import compensate
 from ..errors import PanelError, TregAnalysisError
 from ..panel import merge_aliases, resolve_panel
@@ -52,18 +52,12 @@ def load_template(path: str | Path | None = None) -> dict[str, Any]:
         The file cannot be read, or a gate names an unknown parent, threshold or method.
     """
     if path is None:
-        text = resources.files("treganalysis").joinpath("data/treg_template.yaml").read_text(encoding="utf-8")
+        with resources.as_file(resources.files("treganalysis") / "data" / "treg_template.yaml") as default:
+            template = read_yaml_mapping(default, "gating template", GatingError)
         where = "default template"
     else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise GatingError(f"{path}: cannot read the gating template: {exc.strerror}") from None
+        template = read_yaml_mapping(path, "gating template", GatingError)
         where = str(path)
-    try:
-        template = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise GatingError(f"{where}: not valid YAML: {exc}") from None
     _check_template(template, where)
     return template
 
