@@ -162,12 +162,6 @@ def test_accuracy_treg_f1_median_meets_target(accuracy):
     assert median >= TREG_F1_TARGET, f"median per-event F1 of treg {median:.4f} < {TREG_F1_TARGET}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Treg % of CD4 is biased low: median |error| 0.41 percentage points over 31 samples (target <= 0.3; "
-    "the one sample whose debris gate failed counts as infinitely wrong, without it 0.40); median error "
-    "-0.09 pp at 1% Treg, -0.43 at 5%, -0.54 at 8% with IL-2 CD25, -1.75 at 15% (about -10% relative): "
-    "Treg precision is 1.00 but recall only 0.87, the FOXP3 tail cut (mode + 3 spreads of the broad "
-    "FOXP3 negative, ~1280 linear) drops the dimmer part of the FOXP3+ Tregs (median 2500, sd 0.3 log10)"))
 def test_accuracy_treg_pct_of_cd4_error_median_meets_target(accuracy):
     median = accuracy["treg_pct_error"].abs().median()
     assert median <= TREG_PCT_ERROR_TARGET, f"median |Treg % of CD4 - truth| {median:.3f} pp > {TREG_PCT_ERROR_TARGET}"
@@ -188,15 +182,10 @@ def test_accuracy_treg_percentage_tracks_truth_across_conditions(accuracy):
     assert r >= 0.99
     by = done.groupby("condition")["treg_pct"].median()
     assert by["treg 1%"] < by["treg 5%"] < by["treg 15%"]
-    # precision: what is called Treg is Treg (the loss is recall, see the xfail above)
+    # precision: what is called Treg is Treg
     assert done["treg_precision"].median() >= 0.95
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "per condition the F1 targets are not all met: at 1% Treg the median F1 is 0.949 for cd4 and 0.896 "
-    "for treg. In 10 of 31 samples cd4 F1 is only 0.944-0.950: the 3-component lymphocyte GMM fits live "
-    "lymphocytes apart from dead cells and its 95% ellipse then drops ~5% of the lymphocytes by "
-    "construction (F1 lymphocytes ~0.91); one sample is lost to the debris gate"))
 def test_accuracy_targets_hold_in_every_condition(accuracy):
     by = accuracy.groupby("condition")[["f1_cd4", "f1_treg"]].median()
     assert (by["f1_cd4"] >= CD4_F1_TARGET).all() and (by["f1_treg"] >= TREG_F1_TARGET).all(), by
@@ -211,12 +200,6 @@ def test_accuracy_few_tregs_are_flagged_imprecise(accuracy):
     assert many["treg_flag"].isna().all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the debris threshold (FSC-A valley between the two dominant peaks) can fall between lymphocytes "
-    "(~68k) and monocytes (~100k) instead of between debris (~15k) and cells: in this grid sample "
-    "(treg 1%, seed [3, 0, 4]) the valley at 91,880 passes min_depth 0.25 with confidence 0.254, cells "
-    "keeps 8,059 of 50,000 events (monocytes, granulocytes), cd3 gets 1 event and cd4/treg are lost. "
-    "Rare with the default 14% monocytes (0/200 default samples) but 1/20 at 18% and 6/20 at 26% monocytes"))
 def test_debris_gate_separates_debris_from_cells(tmp_path):
     path = tmp_path / "debris.fcs"
     events, labels, cfg = simulate_file(path, n=50_000, treg=0.01, seed=[3, 0, 4])
@@ -387,10 +370,6 @@ def test_gate_records_events_in_and_out(gated):
         assert g["events_in"] == expected, name
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the singlet_ratio and gmm_ellipse gate records have no fallback and no confidence (and the singlet "
-    "cut has no value_raw), although the module promises 'method, channels, thresholds in transformed "
-    "and raw units, fallback, confidence' for each gate"))
 def test_every_gate_record_has_fallback_and_confidence(gated):
     result = gated[1]
     for name, g in records(result).items():
@@ -470,10 +449,6 @@ def test_panel_without_foxp3_leaves_foxp3_populations_out(gated, tmp_path, how):
     assert "median_foxp3" not in result.populations.columns
 
 
-@pytest.mark.xfail(strict=True, raises=PanelError, reason=(
-    "a file without FSC-A (mass cytometry) crashes: _gating_channels returns the template's "
-    "'channel: FSC-A' although the file lacks it, and _margins calls sample.index('FSC-A') -> PanelError "
-    "\"'FSC-A' is not a channel\" instead of leaving cells/singlets/lymphocytes out with a reason"))
 def test_sample_without_scatter_channels_is_gated_on_its_markers(gated, tmp_path):
     path = gated[0]
     sample = read_fcs(path)
@@ -525,10 +500,6 @@ def test_very_small_samples_never_crash(tmp_path, n):
         assert mask.shape == (n,)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a population whose gate is NA (fewer than 20 events) still gets numbers in the population table: "
-    "e.g. 600 events -> treg 12 events reported as 9.2% of CD4 with no NA and no status column, so the "
-    "NA of the gate record is lost to anyone reading populations.tsv"))
 def test_na_populations_are_na_in_the_population_table(tmp_path):
     path = tmp_path / "tiny.fcs"
     simulate_file(path, n=600, treg=0.05, seed=3)
@@ -541,10 +512,6 @@ def test_na_populations_are_na_in_the_population_table(tmp_path):
         assert marked or np.isnan(table.loc[name, "pct_parent"]), name
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "when a parent gate is NA (fewer than 20 events), its children are recorded as 'absent' (the status "
-    "meant for markers missing from the panel) instead of 'na': cytopipeline Donor2 cd3=14 events -> "
-    "cd4 'absent: too few events in cd3 to choose the cd4 threshold'"))
 def test_children_of_an_na_gate_are_na_not_absent(gated):
     path = gated[0]
     # a CD3 threshold far above every event leaves cd3 with fewer than 20 events
@@ -589,9 +556,6 @@ def test_unknown_override_name_is_refused(gated):
         gate_sample(sample, {"gating": {"overrides": {"cd25": {"method": "magic"}}}})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a misspelt parameter in an override ({'cd25': {'kk': 2}}) is accepted silently and the default k=3 "
-    "is used; every other user mistake is a TregAnalysisError naming the fix"))
 def test_misspelt_override_parameter_is_refused(gated):
     with pytest.raises(GatingError):
         gate_sample(read_fcs(gated[0]), {"gating": {"overrides": {"cd25": {"kk": 2}}}})
@@ -701,10 +665,6 @@ def _cytof_files():
     return sorted(p.name for p in folder.glob("*.fcs")) or ["Gates_PTLG021_Unstim_Control_1.fcs"]
 
 
-@pytest.mark.xfail(strict=True, raises=PanelError, reason=(
-    "mass cytometry files (no FSC/SSC) crash gate_sample with PanelError \"'FSC-A' is not a channel\" "
-    "from _margins (strategy.py: the threshold fsc_debris names channel FSC-A and _gating_channels "
-    "passes it on although the file lacks it)"))
 @pytest.mark.parametrize("name", _cytof_files())
 def test_real_cytof_without_scatter(name):
     path = shared("cytonorm-ptlg-cytof", name)

@@ -120,7 +120,8 @@ def find_peaks(density: Density, min_height: float = 0.05) -> np.ndarray:
 
 def valley_threshold(x: np.ndarray, *, bins: int = 512, bandwidth: float | None = None, min_height: float = 0.05,
                      min_depth: float = 0.25, fallback: Literal["tail", "quantile"] = "tail",
-                     side: Literal["upper", "lower"] = "upper", k: float = 3.0, q: float = 0.95) -> Threshold:
+                     side: Literal["upper", "lower"] = "upper", k: float = 3.0, q: float = 0.95,
+                     pair: Literal["dominant", "leftmost"] = "dominant") -> Threshold:
     """The deepest point of the density between its two dominant peaks.
 
     Parameters
@@ -136,6 +137,10 @@ def valley_threshold(x: np.ndarray, *, bins: int = 512, bandwidth: float | None 
     fallback : {"tail", "quantile"}
         What decides when the density has a single peak: :func:`tail_threshold` on ``side``
         with ``k``, or :func:`quantile_threshold` at ``q``.
+    pair : {"dominant", "leftmost"}
+        Which two peaks the valley lies between: the highest and its deepest-separated partner,
+        or the leftmost peak and the highest peak to its right (debris below cells: the valley
+        between lymphocytes and monocytes must not be taken for it).
 
     Returns
     -------
@@ -156,7 +161,13 @@ def valley_threshold(x: np.ndarray, *, bins: int = 512, bandwidth: float | None 
     d = density.density
     top = int(peaks[0]) if peaks.size else 0
     partner = None
-    for other in peaks[1:]:
+    candidates = peaks[1:]
+    if pair == "leftmost" and peaks.size:
+        left = int(peaks.min())
+        right = [int(p) for p in peaks if p > left]  # highest first, as find_peaks orders them
+        # no peak left of the highest one: nothing below the cells to cut away
+        top, candidates = (left, right) if left != int(peaks[0]) else (left, [])
+    for other in candidates:
         lo, hi = sorted((top, int(other)))
         if d[lo : hi + 1].min() <= (1.0 - min_depth) * min(d[top], d[other]):
             partner = int(other)

@@ -28,7 +28,7 @@ from ..errors import PanelError, TregAnalysisError
 from ..panel import merge_aliases, resolve_panel
 from ..sample import Sample
 from ..transforms import estimate_logicle_w, logicle, logicle_inverse
-from .density import Threshold, quantile_threshold, tail_threshold, valley_threshold
+from .density import Threshold, binned_density, quantile_threshold, tail_threshold, valley_threshold
 from .geometry import ellipse
 
 __all__ = ["GatingError", "GatingResult", "PooledGates", "fit_pooled", "gate_group", "gate_sample", "load_template",
@@ -181,7 +181,7 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     transformed, transforms = _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)
     engine = _Engine(comp, transformed, transforms, panel, template, pooled.fitted if pooled is not None else None)
     engine.run(keep)
-    populations = population_table(comp, engine.masks, engine.parents, panel)
+    populations = population_table(comp, engine.masks, engine.parents, panel, engine.status)
     provenance = {
         "file": str(sample.path) if sample.path else None,
         "sha256": _sha256(sample.path),
@@ -265,16 +265,26 @@ def _prepare(sample: Sample, config: Mapping[str, Any]) -> tuple[dict, dict, Sam
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # recorded in the compensation record instead
         comp = compensate(sample, comp_cfg.get("matrix"), required=bool(comp_cfg.get("required", False)))
-    return template, panel, comp, _gating_channels(template, panel)
+    return template, panel, comp, _present(sample, _gating_channels(template, panel))
+
+
+_THRESHOLD_KEYS = {"marker", "channel", "on", "method", "side", "k", "q", "fallback", "min_depth", "pair"}
+_GATE_KEYS = {"population", "parent", "method", "rule", "of", "k", "components", "target", "quantile", "subsample"}
 
 
 def _template(gating: Mapping[str, Any]) -> dict[str, Any]:
     template = copy.deepcopy(load_template(gating.get("template")))
     for name, changes in (gating.get("overrides") or {}).items():
-        target = template.get("thresholds", {}).get(name) or next(
+        is_threshold = name in template.get("thresholds", {})
+        target = template["thresholds"][name] if is_threshold else next(
             (g for g in template["gates"] if g["population"] == name), None)
         if target is None:
             raise GatingError(f"gating overrides: {name!r} is neither a threshold nor a population of the template")
+        allowed = _THRESHOLD_KEYS if is_threshold else _GATE_KEYS
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise GatingError(f"gating overrides: {name}: unknown setting {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(allowed))}")
         target.update(changes)
     _check_template(template, "template with overrides")
     return template
@@ -301,10 +311,15 @@ def _gating_channels(template: Mapping[str, Any], panel: Mapping[str, str | None
     return {name: spec.get("channel") or panel.get(spec["marker"]) for name, spec in template.get("thresholds", {}).items()}
 
 
+def _present(sample: Sample, channels: Mapping[str, str | None]) -> dict[str, str | None]:
+    """The gating channels, None where the file lacks a named channel (e.g. no FSC on a CyTOF)."""
+    return {name: c if c in sample.channels else None for name, c in channels.items()}
+
+
 def _margins(sample: Sample, channels: Mapping[str, str | None]) -> tuple[np.ndarray, dict[str, int]]:
     """Events below every gating channel's ceiling (``$PnR - 1``) in the raw (uncompensated)
     data, where saturation happens, and the count removed per channel."""
-    names = {c for c in sample.scatter_channels if c.upper().startswith(("FSC-A", "FSC-H", "SSC-A"))}
+    names = {c for c in sample.scatter_channels if c.upper() in ("FSC-A", "FSC-H", "SSC-A")}
     names |= {c for c in channels.values() if c}
     keep = np.ones(sample.n_events, dtype=bool)
     removed = {}
@@ -353,6 +368,7 @@ class _Engine:
         self.alias: dict[str, str] = {}  # left-out population -> the population standing in for it
         self.thresholds: dict[str, Threshold | None] = {}
         self.records: list[dict[str, Any]] = []
+        self.status: dict[str, str] = {}
 
     def resolve(self, population: str) -> str:
         while population in self.alias:
@@ -370,9 +386,10 @@ class _Engine:
         method = gate.get("method", "rule")
         record: dict[str, Any] = {"population": name, "parent": parent, "method": method}
         parent_mask = self.masks.get(parent)
-        if parent_mask is None:  # the parent itself is NA
+        if parent_mask is None or self.status.get(parent) == "na":
             self.masks[name] = np.zeros(self.sample.n_events, dtype=bool)
             self.parents[name] = parent
+            self.status[name] = "na"
             self.records.append({**record, "status": "na", "reason": f"parent {parent} is NA"})
             return
         idx = np.flatnonzero(parent_mask)
@@ -404,8 +421,15 @@ class _Engine:
             else:
                 inside, details = self.lymphocytes(idx, gate)
                 record.update(details)
+        except _NotAvailable as why:
+            self.masks[name] = np.zeros(self.sample.n_events, dtype=bool)
+            self.parents[name] = parent
+            self.status[name] = "na"
+            self.records.append({**record, "status": "na", "reason": str(why)})
+            return
         except _LeftOut as why:
             self.alias[name] = parent
+            self.status[name] = "absent"
             self.records.append({**record, "status": "absent", "reason": str(why)})
             return
         mask = np.zeros(self.sample.n_events, dtype=bool)
@@ -416,8 +440,10 @@ class _Engine:
             record.update(status="na", reason=f"fewer than {MIN_EVENTS} events ({record['events_out']})")
             self.masks[name] = mask
             self.parents[name] = parent
+            self.status[name] = "na"
             self.records.append(record)
             return
+        self.status[name] = "ok"
         if name == "treg" and record["events_out"] < MIN_TREG_EVENTS:
             record["flag"] = f"imprecise: fewer than {MIN_TREG_EVENTS} Treg events"
         self.masks[name] = mask
@@ -442,15 +468,16 @@ class _Engine:
             spec = self.template["thresholds"][t]
             on = self.resolve(spec.get("on", parent))
             mask = self.masks.get(on)
-            if mask is None or mask.sum() < MIN_EVENTS:
-                raise _LeftOut(f"too few events in {on} to choose the {t} threshold")
+            if mask is None or mask.sum() < MIN_EVENTS or self.status.get(on) == "na":
+                raise _NotAvailable(f"too few events in {on} to choose the {t} threshold")
             values = self.data[self.channel(t)][mask]
             method = spec.get("method", "valley")
             side = spec.get("side", "upper")
             if method == "valley":
                 chosen = valley_threshold(values, fallback=spec.get("fallback", "tail"), side=side,
                                           k=float(spec.get("k", 3.0)), q=float(spec.get("q", 0.95)),
-                                          min_depth=float(spec.get("min_depth", 0.25)))
+                                          min_depth=float(spec.get("min_depth", 0.25)),
+                                          pair=spec.get("pair", "dominant"))
             elif method == "tail":
                 chosen = tail_threshold(values, side=side, k=float(spec.get("k", 3.0)))
             else:
@@ -482,9 +509,15 @@ class _Engine:
             spread = 1.4826 * float(np.median(np.abs(ratio - centre)))
             fit = {"ratio_median": centre, "ratio_mad": spread, "cut": centre - k * spread}
         self.learned[name] = fit
+        # confidence: how empty the ratio's density is at the cut, relative to its peak
+        density = binned_density(ratio, 256) if ratio.size > 1 else None
+        confidence = (float(1 - np.interp(fit["cut"], density.grid, density.density) / density.density.max())
+                      if density is not None else 0.0)
+        cut = {"threshold": "fsc_h_over_a", "side": "above", "value": fit["cut"], "value_raw": fit["cut"],
+               "method_used": "median - k MAD", "fallback": None, "confidence": confidence, "k": k}
         return ratio >= fit["cut"], {"channels": ["FSC-A", "FSC-H"], "ratio_median": fit["ratio_median"],
-                                     "ratio_mad": fit["ratio_mad"], "pooled": name in self.fitted,
-                                     "cuts": [{"threshold": "fsc_h_over_a", "side": "above", "value": fit["cut"], "k": k}]}
+                                     "ratio_mad": fit["ratio_mad"], "pooled": name in self.fitted, "cuts": [cut],
+                                     "fallback": None, "confidence": confidence}
 
     def lymphocytes(self, idx: np.ndarray, gate: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
         """The Gaussian-mixture component nearest the lymphocyte target, to its density quantile."""
@@ -504,26 +537,52 @@ class _Engine:
             rng = np.random.default_rng(0)  # the same subsample for the same events
             fit_on = xy if idx.size <= size else xy[rng.choice(idx.size, size, replace=False)]
             gmm = GaussianMixture(int(gate.get("components", 3)), covariance_type="full", random_state=0).fit(fit_on)
-            target = np.asarray(gate.get("target", [0.27, 0.08]), dtype=float)
-            best = int(np.argmin(np.linalg.norm(gmm.means_ - target, axis=1)))
+            best = _lymphocyte_component(gmm.means_, gmm.weights_, gate.get("target", "auto"))
+            # confidence: mean posterior of the chosen component over the events it claims
+            posterior = gmm.predict_proba(fit_on)[:, best]
+            claimed = posterior > 0.5
             fit = {"mean": gmm.means_[best], "covariance": gmm.covariances_[best], "weight": float(gmm.weights_[best]),
-                   "distance_square": float(chi2.ppf(float(gate.get("quantile", 0.95)), 2))}
+                   "distance_square": float(chi2.ppf(float(gate.get("quantile", 0.95)), 2)),
+                   "confidence": float(posterior[claimed].mean()) if claimed.any() else 0.0}
         self.learned[name] = fit
-        return ellipse(xy, fit["mean"], fit["covariance"], fit["distance_square"]), {
+        inside = ellipse(xy, fit["mean"], fit["covariance"], fit["distance_square"])
+        return inside, {
             "channels": ["FSC-A", "SSC-A"], "mean": (fit["mean"] * top).tolist(),
             "covariance": (fit["covariance"] * np.outer(top, top)).tolist(),
-            "distance_square": fit["distance_square"], "weight": fit["weight"], "pooled": name in self.fitted}
+            "distance_square": fit["distance_square"], "weight": fit["weight"], "pooled": name in self.fitted,
+            "fallback": None, "confidence": fit.get("confidence", 0.0)}
+
+
+def _lymphocyte_component(means: np.ndarray, weights: np.ndarray, target: Any) -> int:
+    """The mixture component of the lymphocytes.
+
+    ``target: auto`` (the default): the heaviest of the components in the lower half by SSC,
+    since in PBMC lymphocytes are the most numerous low-side-scatter cells whatever the
+    instrument's scale (spectral cytometers' FSC range is 16 times a conventional one). A pair
+    ``[fsc, ssc]`` (fractions of ``$PnR``) picks the component nearest to it instead.
+    """
+    if isinstance(target, str):
+        if target != "auto":
+            raise GatingError(f"lymphocyte target must be 'auto' or [fsc, ssc], not {target!r}")
+        low_ssc = np.argsort(means[:, 1])[: (len(means) + 1) // 2]
+        return int(low_ssc[np.argmax(weights[low_ssc])])
+    return int(np.argmin(np.linalg.norm(means - np.asarray(target, dtype=float), axis=1)))
 
 
 class _LeftOut(Exception):
     """A gate that cannot be drawn for this panel (its reason goes into the record)."""
 
 
+class _NotAvailable(Exception):
+    """A gate that cannot be drawn for this sample (too few events): NA, not absent."""
+
+
 def population_table(sample: Sample, masks: Mapping[str, np.ndarray], parents: Mapping[str, str],
-                     panel: Mapping[str, str | None]) -> pd.DataFrame:
+                     panel: Mapping[str, str | None], status: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Count, % of parent, % of CD4 with Wilson 95% intervals, and marker medians per population.
 
-    Medians are of compensated, untransformed values (domain.md: MFIs in linear units).
+    Medians are of compensated, untransformed values (domain.md: MFIs in linear units). A
+    population whose gate is NA (too few events) keeps its count but has no percentages.
     """
     rows = []
     cd4 = masks.get("cd4")
@@ -533,10 +592,13 @@ def population_table(sample: Sample, masks: Mapping[str, np.ndarray], parents: M
         count = int(mask.sum())
         parent = parents.get(name)
         n_parent = int(masks[parent].sum()) if parent in masks else int(sample.n_events)
-        row: dict[str, Any] = {"population": name, "parent": parent, "count": count, "parent_count": n_parent}
-        row.update(_percent("pct_parent", count, n_parent))
-        if name in descendants_of_cd4 and n_cd4:
-            row.update(_percent("pct_cd4", count, n_cd4))
+        state = (status or {}).get(name, "ok")
+        row: dict[str, Any] = {"population": name, "parent": parent, "status": state, "count": count,
+                               "parent_count": n_parent}
+        usable = state == "ok"
+        row.update(_percent("pct_parent", count, n_parent if usable else 0))
+        if name == "cd4" or (name in descendants_of_cd4 and n_cd4):
+            row.update(_percent("pct_cd4", count, n_cd4 if usable else 0))
         for marker, channel in panel.items():
             if channel:
                 row[f"median_{marker}"] = float(np.median(sample.column(channel)[mask])) if count else float("nan")
