@@ -565,7 +565,7 @@ def test_user_template_replaces_the_default(gated, tmp_path):
     template = tmp_path / "mine.yaml"
     template.write_text(
         "thresholds:\n"
-        "  debris: {channel: FSC-A, on: root, method: quantile, q: 0.10}\n"
+        "  debris: {channel: FSC-A, from: root, method: quantile, q: 0.10}\n"
         "gates:\n"
         "  - {population: cells, parent: root, rule: {debris: above}}\n"
         "  - {population: singlets, parent: cells, method: singlet_ratio, k: 3.0}\n", encoding="utf-8")
@@ -673,3 +673,31 @@ def test_real_cytof_without_scatter(name):
     for pop in ("cells", "singlets", "lymphocytes"):
         assert rec[pop]["status"] == "absent"
     assert result.panel["foxp3"] and result.panel["cd25"]
+
+
+def test_yaml_on_key_is_refused_with_the_right_name(tmp_path):
+    # YAML 1.1 reads a bare `on:` as True; the template key is `from:`
+    template = tmp_path / "on.yaml"
+    template.write_text("thresholds:\n  debris: {channel: FSC-A, on: root, method: quantile, q: 0.1}\n"
+                        "gates:\n  - {population: cells, parent: root, rule: {debris: above}}\n")
+    with pytest.raises(GatingError, match="from"):
+        load_template(template)
+
+
+def test_fmo_controls_set_the_thresholds(tmp_path):
+    from treganalysis.simulate import population_masks, simulate_cohort
+
+    simulate_cohort(tmp_path, subjects=1, events=30_000, seed=4, controls=True)
+    sample = read_fcs(tmp_path / "fcs" / "P01_D5.fcs")
+    fmo = {m: read_fcs(tmp_path / "controls" / f"B2_FMO_{m.upper()}.fcs") for m in ("foxp3", "cd25")}
+    result = gate_sample(sample, fmo=fmo)
+    records = {r["threshold"]: r for r in result.gates if "threshold" in r and "on" in r}
+    assert records["foxp3"]["method_used"] == records["cd25"]["method_used"] == "fmo"
+    assert records["foxp3"]["on"] == "fmo" and records["foxp3"]["details"]["fmo_file"].endswith("B2_FMO_FOXP3.fcs")
+    assert records["cd127"]["method_used"] != "fmo"  # no control given for it
+    truth = population_masks(np.load(tmp_path / "truth" / "P01_D5.labels.npy"))
+    gated = result.mask("treg")
+    f1 = 2 * (gated & truth["treg"]).sum() / (gated.sum() + truth["treg"].sum())
+    assert f1 >= 0.9
+    with pytest.raises(GatingError, match="no threshold of the template is on marker"):
+        gate_sample(sample, fmo={"cd56": fmo["cd25"]})

@@ -86,6 +86,11 @@ def _check_template(template: Mapping[str, Any], where: str) -> None:
             raise GatingError(f"{where}: gate {name!r} has unknown method {method!r}")
         known.add(name)
     for t, spec in thresholds.items():
+        unknown = sorted(str(k) for k in set(spec) - _THRESHOLD_KEYS)
+        if unknown:
+            # (YAML 1.1 reads a bare `on:` key as True: the key is `from:`)
+            raise GatingError(f"{where}: threshold {t!r} has unknown setting {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(_THRESHOLD_KEYS))}")
         if spec.get("method", "valley") not in ("valley", "tail", "quantile"):
             raise GatingError(f"{where}: threshold {t!r} has unknown method {spec.get('method')!r}")
         if ("marker" in spec) == ("channel" in spec):
@@ -147,7 +152,7 @@ def _json_default(value: Any) -> Any:
 
 
 def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
-                pooled: "PooledGates | None" = None) -> GatingResult:
+                pooled: "PooledGates | None" = None, fmo: Mapping[str, Sample] | None = None) -> GatingResult:
     """Gate the Treg hierarchy of one raw sample.
 
     Parameters
@@ -162,6 +167,9 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     pooled : PooledGates, optional
         Transforms and thresholds fitted on a group of samples (:func:`fit_pooled`), applied
         here instead of fitting this sample's own.
+    fmo : mapping of marker to Sample, optional
+        Fluorescence-minus-one controls (e.g. ``{"foxp3": fmo_sample}``): the thresholds on that
+        marker are set from the control instead of the data (see Notes); they take precedence.
 
     Returns
     -------
@@ -173,13 +181,20 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     compensation; Logicle on each gating fluorescence channel with W estimated from that
     channel's negative events (scatter stays linear); then the template's gates in order, each
     on its parent's events. Thresholds are recorded in Logicle and in compensated linear units.
+
+    With an FMO control for a marker, the control is compensated, transformed with this
+    sample's transforms and gated down to the population the threshold is chosen on; the
+    threshold is the ``fmo_quantile`` (default 0.995) quantile of the marker there: the
+    brightest the channel gets without the antibody.
     """
     config = dict(config or {})
     template, panel, comp, channels = _prepare(sample, config)
     keep, margins = _margins(sample, channels)
     fixed_transforms = pooled.transforms if pooled is not None else None
     transformed, transforms = _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)
-    engine = _Engine(comp, transformed, transforms, panel, template, pooled.fitted if pooled is not None else None)
+    fitted = dict(pooled.fitted) if pooled is not None else {}
+    fitted.update(_fmo_thresholds(fmo or {}, config, template, transforms))
+    engine = _Engine(comp, transformed, transforms, panel, template, fitted)
     engine.run(keep)
     populations = population_table(comp, engine.masks, engine.parents, panel, engine.status)
     provenance = {
@@ -193,6 +208,35 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
         "pooled": {"group": pooled.group, "samples": pooled.samples} if pooled is not None else None,
     }
     return GatingResult(comp, engine.masks, engine.records, populations, panel, provenance)
+
+
+def _fmo_thresholds(fmo: Mapping[str, Sample], config: Mapping[str, Any], template: Mapping[str, Any],
+                    transforms: Mapping[str, dict]) -> dict[str, Threshold]:
+    """Thresholds set from FMO controls: the upper quantile of the marker in the control's
+    population that the threshold is chosen on, on the main sample's scale."""
+    found: dict[str, Threshold] = {}
+    for marker, control in fmo.items():
+        names = [t for t, spec in template["thresholds"].items() if spec.get("marker") == marker.lower()]
+        if not names:
+            raise GatingError(f"FMO control {control.name}: no threshold of the template is on marker {marker!r}")
+        _, panel, comp, channels = _prepare(control, config)
+        keep, _ = _margins(control, channels)
+        data, _ = _transform(comp, channels, config.get("transform", {}) or {}, transforms)
+        engine = _Engine(comp, data, transforms, panel, template)
+        engine.run(keep)
+        for t in names:
+            spec = template["thresholds"][t]
+            on = engine.resolve(spec.get("from", "root"))
+            channel = channels.get(t)
+            mask = engine.masks.get(on)
+            if channel is None or mask is None or mask.sum() < MIN_EVENTS:
+                raise GatingError(f"FMO control {control.name}: too few {on} events or no {marker} channel "
+                                  f"to set the {t} threshold")
+            q = float(spec.get("fmo_quantile", 0.995))
+            value = float(np.quantile(data[channel][mask], q))
+            found[t] = Threshold(value, "fmo", None, 1.0,
+                                 {"fmo_file": str(control.path), "quantile": q, "events": int(mask.sum()), "on": on})
+    return found
 
 
 @dataclass
@@ -268,7 +312,7 @@ def _prepare(sample: Sample, config: Mapping[str, Any]) -> tuple[dict, dict, Sam
     return template, panel, comp, _present(sample, _gating_channels(template, panel))
 
 
-_THRESHOLD_KEYS = {"marker", "channel", "on", "method", "side", "k", "q", "fallback", "min_depth", "pair"}
+_THRESHOLD_KEYS = {"marker", "channel", "from", "method", "side", "k", "q", "fallback", "min_depth", "pair", "fmo_quantile"}
 _GATE_KEYS = {"population", "parent", "method", "rule", "of", "k", "components", "target", "quantile", "subsample"}
 
 
@@ -463,10 +507,11 @@ class _Engine:
     def threshold(self, t: str, parent: str) -> Threshold:
         if t not in self.thresholds and t in self.fitted:
             self.thresholds[t] = self.fitted[t]
-            self.records.append({"threshold": t, "on": "pooled", "channel": self.channel(t), **self.describe(t, self.fitted[t])})
+            source = "fmo" if self.fitted[t].method == "fmo" else "pooled"
+            self.records.append({"threshold": t, "on": source, "channel": self.channel(t), **self.describe(t, self.fitted[t])})
         if t not in self.thresholds:
             spec = self.template["thresholds"][t]
-            on = self.resolve(spec.get("on", parent))
+            on = self.resolve(spec.get("from", parent))
             mask = self.masks.get(on)
             if mask is None or mask.sum() < MIN_EVENTS or self.status.get(on) == "na":
                 raise _NotAvailable(f"too few events in {on} to choose the {t} threshold")
