@@ -54,3 +54,17 @@ def test_real_file_with_absent_populations(tmp_path):
     agreement = _regate(path, result, tmp_path)
     assert "treg" not in agreement and "cd4" in agreement
     assert min(agreement.values()) >= 0.999, agreement
+
+
+def test_gate_command_writes_gatingml_and_uses_fmo(tmp_path, capsys):
+    from treganalysis.cli import main
+
+    simulate_cohort(tmp_path / "c", subjects=1, events=20_000, seed=9, controls=True)
+    fcs = tmp_path / "c" / "fcs" / "P01_D0.fcs"
+    fmo = tmp_path / "c" / "controls" / "B1_FMO_FOXP3.fcs"
+    assert main(["gate", str(fcs), "--fmo", f"FOXP3={fmo}", "--gatingml", "--out", str(tmp_path / "g")]) == 0
+    strategy = fk.parse_gating_xml(str(tmp_path / "g" / "gates.xml"))
+    assert "treg" in {gate_id for gate_id, _ in strategy.get_gate_ids()}
+    assert '"method_used": "fmo"' in (tmp_path / "g" / "gates.json").read_text()
+    assert main(["gate", str(fcs), "--fmo", "foxp3", "--out", str(tmp_path / "h")]) == 1
+    assert "MARKER=FILE" in capsys.readouterr().err

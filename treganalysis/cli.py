@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     gate.add_argument("files", nargs="+", metavar="FILE", help="FCS files")
     gate.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    gate.add_argument("--fmo", action="append", default=[], metavar="MARKER=FILE",
+                      help="an FMO control whose upper percentile sets that marker's thresholds (repeatable)")
+    gate.add_argument("--gatingml", action="store_true", help="also write the chosen gates as GatingML 2.0 (gates.xml)")
     gate.add_argument("--pooled", metavar="GROUP",
                       help="fit the gates on the pooled events of all FILEs, recorded as this group name")
     gate.add_argument("--config", metavar="YAML",
@@ -104,13 +107,21 @@ def _parser() -> argparse.ArgumentParser:
 def _gate(args: argparse.Namespace) -> int:
     config = _read_yaml(args.config) if args.config else {}
     samples = [read_fcs(f) for f in args.files]
+    fmo = {}
+    for item in args.fmo:
+        marker, sep, file = item.partition("=")
+        if not sep or not marker or not file:
+            raise TregAnalysisError(f"--fmo {item!r}: expected MARKER=FILE, e.g. --fmo foxp3=fmo_foxp3.fcs")
+        fmo[marker.strip().lower()] = read_fcs(file)
     pooled = fit_pooled(samples, config, args.pooled) if args.pooled else None
     for path, sample in zip(args.files, samples):
-        result = gate_sample(sample, config, pooled=pooled)
+        result = gate_sample(sample, config, pooled=pooled, fmo=fmo)
         out = Path(args.out) if len(samples) == 1 else Path(args.out) / Path(path).stem
         out.mkdir(parents=True, exist_ok=True)
         write_tsv_atomic(out / "populations.tsv", result.populations)
         write_bytes_atomic(out / "gates.json", result.to_json().encode("utf-8"))
+        if args.gatingml:
+            result.to_gatingml(out / "gates.xml")
         table = result.populations.set_index("population")
         treg = (f"{table.loc['treg', 'pct_cd4']:.2f}% of CD4" if "pct_cd4" in table and "treg" in table.index
                 else "not gated")
