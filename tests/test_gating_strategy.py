@@ -701,3 +701,11 @@ def test_fmo_controls_set_the_thresholds(tmp_path):
     assert f1 >= 0.9
     with pytest.raises(GatingError, match="no threshold of the template is on marker"):
         gate_sample(sample, fmo={"cd56": fmo["cd25"]})
+
+
+def test_file_with_nothing_to_gate(tmp_path):
+    # two unnamed channels: every population is recorded absent, the table is empty but well formed
+    path = write_fcs(tmp_path / "two.fcs", np.random.default_rng(0).normal(size=(500, 2)), ["channel_A", "channel_B"])
+    result = gate_sample(read_fcs(path))
+    assert result.masks == {} and list(result.populations.columns)[:3] == ["population", "parent", "status"]
+    assert all(r.get("status") == "absent" for r in result.gates if "population" in r)

@@ -124,7 +124,7 @@ def _gate(args: argparse.Namespace) -> int:
             result.to_gatingml(out / "gates.xml")
         table = result.populations.set_index("population")
         treg = (f"{table.loc['treg', 'pct_cd4']:.2f}% of CD4" if "pct_cd4" in table and "treg" in table.index
-                else "not gated")
+                and table.loc["treg", "status"] == "ok" else "not gated")
         print(f"{path}: {len(table)} populations, Treg {treg}; wrote {out / 'populations.tsv'} and {out / 'gates.json'}")
     return 0
 

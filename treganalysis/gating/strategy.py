@@ -651,7 +651,9 @@ def population_table(sample: Sample, masks: Mapping[str, np.ndarray], parents: M
                    else np.full(len(columns), np.nan))
         row.update({f"median_{m}": float(v) for m, v in zip(markers, medians)})
         rows.append(row)
-    return pd.DataFrame(rows)
+    columns = ["population", "parent", "status", "count", "parent_count", "pct_parent", "pct_parent_low",
+               "pct_parent_high"]
+    return pd.DataFrame(rows, columns=None if rows else columns)
 
 
 def _percent(prefix: str, k: int, n: int) -> dict[str, float]:
