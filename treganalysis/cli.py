@@ -7,6 +7,7 @@ missing marker) is printed as one line naming the file and the problem, never as
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 import warnings
@@ -17,7 +18,9 @@ from .fcs import count_datasets, read_fcs
 from .errors import PanelError, TregAnalysisError
 from .panel import DEFAULT_ALIASES, resolve_panel
 from ._files import read_yaml_mapping, write_bytes_atomic, write_tsv_atomic
+from .cohort import cohort_table
 from .gating.strategy import fit_pooled, gate_sample
+from .sheet import load_sample_sheet
 from .sample import Sample
 from .simulate import PRESETS, load_config, simulate_cohort
 
@@ -99,13 +102,39 @@ def _parser() -> argparse.ArgumentParser:
                       help="fit the gates on the pooled events of all FILEs, recorded as this group name")
     gate.add_argument("--config", metavar="YAML",
                       help="settings: panel (aliases, channels), compensation (matrix, required), "
-                      "transform (M, A), gating (template, overrides)")
+                      "transform (M, A), gating (template, overrides); other keys are ignored")
+    gate.add_argument("--config-json", metavar="JSON", help="the same settings as one JSON mapping (for the workflow)")
     gate.set_defaults(run=_gate)
+
+    cohort = commands.add_parser(
+        "cohort",
+        help="join the samples' population tables with the sample sheet",
+        description="Write one table of every sample x population with the sample sheet's columns "
+        "(subject, timepoint, day, ...) from RESULTS/{sample_id}/populations.tsv.",
+    )
+    cohort.add_argument("--sheet", required=True, help="sample sheet (TSV)")
+    cohort.add_argument("--results", required=True, metavar="DIR", help="folder of per-sample results")
+    cohort.add_argument("--out", required=True, metavar="TSV", help="cohort table to write")
+    cohort.set_defaults(run=_cohort)
     return parser
+
+
+def _cohort(args: argparse.Namespace) -> int:
+    table = cohort_table(load_sample_sheet(args.sheet, check_files=False), args.results)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_tsv_atomic(args.out, table)
+    print(f"wrote {args.out}: {table['sample_id'].nunique()} samples, {len(table)} rows")
+    return 0
 
 
 def _gate(args: argparse.Namespace) -> int:
     config = _read_yaml(args.config) if args.config else {}
+    if args.config_json:
+        try:
+            config.update(json.loads(args.config_json))
+        except json.JSONDecodeError as exc:
+            raise TregAnalysisError(f"--config-json: not valid JSON: {exc}") from None
+    config = {k: v for k, v in config.items() if k in ("panel", "compensation", "transform", "gating")}
     samples = [read_fcs(f) for f in args.files]
     fmo = {}
     for item in args.fmo:

@@ -48,7 +48,7 @@ from .fcs import write_fcs
 from .sample import Spillover
 
 __all__ = [
-    "CLASSES", "DEFAULTS", "PRESETS", "SampleSpec", "SimulatedEvents", "SimulationError", "class_fractions",
+    "CLASSES", "DEFAULTS", "PRESETS", "SampleSpec", "cohort_sample_ids", "SimulatedEvents", "SimulationError", "class_fractions",
     "il2_effect", "load_config", "population_masks", "simulate_cohort", "simulate_events", "spillover_matrix",
 ]
 
@@ -601,6 +601,14 @@ def simulate_cohort(
     write_tsv_atomic(out / "batches.tsv", tables["batches"])
     write_tsv_atomic(out / "truth" / "classes.tsv", pd.DataFrame({"code": range(len(CLASSES)), "class": CLASSES}))
     return tables
+
+
+def cohort_sample_ids(subjects: int = 6, visits: str = "il2-course", healthy: int = 0) -> list[str]:
+    """The sample ids :func:`simulate_cohort` writes, known before it runs (for the workflow)."""
+    if visits not in PRESETS:
+        raise SimulationError(f"unknown visit schedule {visits!r}; choose one of {', '.join(PRESETS)}")
+    patients = [f"P{i + 1:02d}_D{d}" for i in range(subjects) for d in PRESETS[visits]["days"]]
+    return patients + [f"HC{i + 1:02d}_D0" for i in range(healthy)]
 
 
 def population_masks(labels: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,0 +1,24 @@
+# treganalysis: automated Treg gating and IL-2 trial statistics.
+#   snakemake --cores N                                   the demo cohort (config/config.yaml)
+#   snakemake --cores N --config samples=path/to/samples.tsv
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/gate.smk"
+include: "workflow/rules/cohort.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/cohort/populations.tsv",

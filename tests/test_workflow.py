@@ -1,0 +1,116 @@
+"""The Snakemake workflow, driven through its command line in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(shutil.which("snakemake", path=str(Path(sys.executable).parent) + os.pathsep
+                                             + os.environ.get("PATH", "")) is None,
+                                reason="snakemake is not installed")
+
+
+def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subprocess.CompletedProcess:
+    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    settings.update(config or {})
+    configfile = workdir / "test-config.yaml"
+    configfile.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(configfile), "--cores", "2", *args],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+
+
+TINY = {"demo": {"subjects": 2, "visits": "il2-course", "events": 5000, "seed": 3}}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("demo")
+    run = snakemake(workdir, config=TINY)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return workdir
+
+
+def test_dry_run_lists_the_jobs(tmp_path):
+    run = snakemake(tmp_path, "-n", config=TINY)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout + run.stderr
+    assert "simulate_demo" in out and "cohort" in out
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing
+
+
+def test_demo_run_writes_the_cohort_table(finished):
+    table = pd.read_csv(finished / "results" / "cohort" / "populations.tsv", sep="\t")
+    assert table["sample_id"].nunique() == 8  # 2 subjects x 4 visits
+    assert {"subject", "timepoint", "day", "population", "count", "pct_parent", "pct_cd4"} <= set(table.columns)
+    treg = table[table["population"] == "treg"]
+    assert len(treg) == 8 and treg["pct_cd4"].between(0.5, 30).all()
+    for sample in table["sample_id"].unique():
+        folder = finished / "results" / "samples" / sample
+        assert (folder / "populations.tsv").is_file() and (folder / "gates.json").is_file()
+        assert (finished / "logs" / "gate" / f"{sample}.log").is_file()
+
+
+def test_rerun_executes_nothing(finished):
+    run = snakemake(finished, config=TINY)
+    assert run.returncode == 0
+    assert "Nothing to be done" in run.stdout + run.stderr
+
+
+def test_user_sample_sheet_with_relative_paths(finished, tmp_path):
+    # a lab's own sheet: FCS paths relative to the sheet's folder
+    data = tmp_path / "data"
+    (data / "fcs").mkdir(parents=True)
+    rows = []
+    for day in (0, 5):
+        name = f"P01_D{day}.fcs"
+        shutil.copy(finished / "resources" / "demo" / "fcs" / name, data / "fcs" / name)
+        rows.append({"sample_id": f"pt1_d{day}", "subject": "pt1", "timepoint": f"D{day}", "day": day,
+                     "fcs": f"fcs/{name}", "batch": "A"})
+    pd.DataFrame(rows).to_csv(data / "samples.tsv", sep="\t", index=False)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    run = snakemake(workdir, config={"samples": str(data / "samples.tsv")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = pd.read_csv(workdir / "results" / "cohort" / "populations.tsv", sep="\t")
+    assert sorted(table["sample_id"].unique()) == ["pt1_d0", "pt1_d5"] and (table["batch"] == "A").all()
+
+
+def test_bad_sample_sheet_lists_every_problem_before_any_job(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text("sample_id\tsubject\ttimepoint\tday\tfcs\trole\n"
+                     "A\tP1\tD0\t0\tmissing.fcs\tpatient\n"
+                     "A\tP1\tD5\tfive\tmissing.fcs\tdoctor\n")
+    run = snakemake(tmp_path, config={"samples": str(sheet)})
+    assert run.returncode != 0
+    err = run.stdout + run.stderr
+    for problem in ("duplicate sample_id 'A'", "line 3: day 'five' is not a number", "unknown role 'doctor'",
+                    "line 2: FCS file not found: missing.fcs"):
+        assert problem in err, err[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_column_and_bad_config(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text("sample_id\tsubject\tfcs\nA\tP1\tx.fcs\n")
+    run = snakemake(tmp_path, "-n", config={"samples": str(sheet)})
+    assert run.returncode != 0 and "missing columns timepoint, day" in run.stdout + run.stderr
+    run = snakemake(tmp_path, "-n", config={"demo": {"subjects": 0}})
+    assert run.returncode != 0 and "subjects" in run.stdout + run.stderr
+
+
+def test_lint_is_clean(tmp_path):
+    run = snakemake(tmp_path, "--lint", config=TINY)
+    assert run.returncode == 0
+    assert "Congratulations" in run.stdout + run.stderr

@@ -1,0 +1,98 @@
+"""The sample sheet: which FCS file is which subject's visit.
+
+Columns (TSV): ``sample_id, subject, timepoint, day, fcs`` required; ``batch, arm,
+lymphocytes_per_ul, role`` optional; others are kept and carried into the cohort table. A
+relative ``fcs`` path is read from the sheet's folder. Every problem of a sheet is reported at
+once, with its row, before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import TregAnalysisError
+
+__all__ = ["SheetError", "load_sample_sheet", "REQUIRED_COLUMNS", "ROLES"]
+
+REQUIRED_COLUMNS = ("sample_id", "subject", "timepoint", "day", "fcs")
+ROLES = ("patient", "healthy")
+
+
+class SheetError(TregAnalysisError):
+    """A sample sheet with problems; the message lists every one with its row."""
+
+
+def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.DataFrame:
+    """Read and check a sample sheet.
+
+    Parameters
+    ----------
+    path : path
+        Tab-separated sample sheet.
+    check_files : bool
+        Also check that every FCS file exists.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per sample, indexed by ``sample_id``; ``fcs`` made absolute; ``day`` numeric.
+
+    Raises
+    ------
+    SheetError
+        Listing every problem: missing columns, duplicate or empty ``sample_id``, a ``day`` that is
+        not a number, an unknown ``role``, FCS files that do not exist. Rows are numbered as in
+        the file (the header is line 1).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SheetError(f"{path}: sample sheet not found")
+    try:
+        sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SheetError(f"{path}: not a tab-separated sample sheet: {exc}") from None
+    sheet.columns = [c.strip() for c in sheet.columns]
+    problems = []
+    missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
+    if missing:
+        problems.append(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                        f"(found: {', '.join(sheet.columns)}; needed: {', '.join(REQUIRED_COLUMNS)})")
+    for column in sheet.columns:
+        sheet[column] = sheet[column].str.strip()
+    line = {i: i + 2 for i in range(len(sheet))}  # file line of each row
+    if "sample_id" in sheet:
+        for i, sample in sheet["sample_id"].items():
+            if not sample:
+                problems.append(f"line {line[i]}: empty sample_id")
+        duplicated = sheet["sample_id"][sheet["sample_id"].duplicated(keep=False) & (sheet["sample_id"] != "")]
+        for sample, rows in duplicated.groupby(duplicated).groups.items():
+            problems.append(f"lines {', '.join(str(line[i]) for i in rows)}: duplicate sample_id {sample!r}")
+    if "day" in sheet:
+        days = pd.to_numeric(sheet["day"], errors="coerce")
+        for i in sheet.index[days.isna()]:
+            problems.append(f"line {line[i]}: day {sheet.at[i, 'day']!r} is not a number (days from the first IL-2 dose)")
+        sheet["day"] = days
+    if "lymphocytes_per_ul" in sheet:
+        counts = pd.to_numeric(sheet["lymphocytes_per_ul"].replace("", None), errors="coerce")
+        bad = counts.isna() & (sheet["lymphocytes_per_ul"] != "")
+        for i in sheet.index[bad]:
+            problems.append(f"line {line[i]}: lymphocytes_per_ul {sheet.at[i, 'lymphocytes_per_ul']!r} is not a number")
+        sheet["lymphocytes_per_ul"] = counts
+    if "role" in sheet:
+        for i in sheet.index[~sheet["role"].isin([*ROLES, ""])]:
+            problems.append(f"line {line[i]}: unknown role {sheet.at[i, 'role']!r} (use {' or '.join(ROLES)})")
+    if "fcs" in sheet:
+        absolute = [str((path.parent / f).resolve()) if f else "" for f in sheet["fcs"]]
+        for i, f in zip(sheet.index, absolute):
+            if not f:
+                problems.append(f"line {line[i]}: empty fcs")
+            elif check_files and not Path(f).is_file():
+                problems.append(f"line {line[i]}: FCS file not found: {sheet.at[i, 'fcs']} (looked for {f})")
+        sheet["fcs"] = absolute
+    if problems:
+        raise SheetError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in the sample sheet:\n  - "
+                         + "\n  - ".join(problems))
+    return sheet.set_index("sample_id", drop=False)
