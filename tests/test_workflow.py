@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -114,3 +115,20 @@ def test_lint_is_clean(tmp_path):
     run = snakemake(tmp_path, "--lint", config=TINY)
     assert run.returncode == 0
     assert "Congratulations" in run.stdout + run.stderr
+
+
+def test_pooled_gating_by_subject(finished, tmp_path):
+    workdir = tmp_path / "pooled"
+    workdir.mkdir()
+    shutil.copytree(finished / "resources", workdir / "resources")  # the same simulated files
+    run = snakemake(workdir, config={**TINY, "pool_by": "subject"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in (workdir / "results" / "pooled").iterdir()) == ["P01.json", "P02.json"]
+    cuts = {}
+    for day in (0, 5, 12, 33):
+        gates = json.loads((workdir / "results" / "samples" / f"P01_D{day}" / "gates.json").read_text())
+        assert gates["provenance"]["pooled"]["group"] == "P01"
+        cuts[day] = {g["threshold"]: g["value"] for g in gates["gates"] if "threshold" in g and "on" in g}
+    assert all(c == cuts[0] for c in cuts.values())  # one set of thresholds for the subject's visits
+    bad = snakemake(tmp_path, "-n", config={**TINY, "pool_by": "visit"})
+    assert bad.returncode != 0 and "pool_by" in bad.stdout + bad.stderr

@@ -19,7 +19,7 @@ from .errors import PanelError, TregAnalysisError
 from .panel import DEFAULT_ALIASES, resolve_panel
 from ._files import read_yaml_mapping, write_bytes_atomic, write_tsv_atomic
 from .cohort import cohort_table
-from .gating.strategy import fit_pooled, gate_sample
+from .gating.strategy import PooledGates, fit_pooled, gate_sample
 from .sheet import load_sample_sheet
 from .sample import Sample
 from .simulate import PRESETS, load_config, simulate_cohort
@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--fmo", action="append", default=[], metavar="MARKER=FILE",
                       help="an FMO control whose upper percentile sets that marker's thresholds (repeatable)")
     gate.add_argument("--gatingml", action="store_true", help="also write the chosen gates as GatingML 2.0 (gates.xml)")
+    gate.add_argument("--pooled-gates", metavar="JSON",
+                      help="apply transforms and thresholds fitted by `treganalysis pool` on a group of samples")
     gate.add_argument("--pooled", metavar="GROUP",
                       help="fit the gates on the pooled events of all FILEs, recorded as this group name")
     gate.add_argument("--config", metavar="YAML",
@@ -105,6 +107,20 @@ def _parser() -> argparse.ArgumentParser:
                       "transform (M, A), gating (template, overrides); other keys are ignored")
     gate.add_argument("--config-json", metavar="JSON", help="the same settings as one JSON mapping (for the workflow)")
     gate.set_defaults(run=_gate)
+
+    pool = commands.add_parser(
+        "pool",
+        help="fit transforms and thresholds on the pooled events of a group of FCS files",
+        description="Fit the gating strategy's transforms, thresholds and scatter gates once on the "
+        "events of all FILEs together (one subject's visits, or one acquisition batch) and write them "
+        "as JSON for `treganalysis gate --pooled-gates`.",
+    )
+    pool.add_argument("files", nargs="+", metavar="FILE", help="FCS files of the group")
+    pool.add_argument("--group", required=True, help="name of the group (recorded in each sample's gates.json)")
+    pool.add_argument("--out", required=True, metavar="JSON", help="file to write")
+    pool.add_argument("--config", metavar="YAML", help="gating settings, as for `gate`")
+    pool.add_argument("--config-json", metavar="JSON", help="the same settings as one JSON mapping")
+    pool.set_defaults(run=_pool)
 
     cohort = commands.add_parser(
         "cohort",
@@ -128,13 +144,7 @@ def _cohort(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    config = _read_yaml(args.config) if args.config else {}
-    if args.config_json:
-        try:
-            config.update(json.loads(args.config_json))
-        except json.JSONDecodeError as exc:
-            raise TregAnalysisError(f"--config-json: not valid JSON: {exc}") from None
-    config = {k: v for k, v in config.items() if k in ("panel", "compensation", "transform", "gating")}
+    config = _gating_config(args)
     samples = [read_fcs(f) for f in args.files]
     fmo = {}
     for item in args.fmo:
@@ -143,6 +153,11 @@ def _gate(args: argparse.Namespace) -> int:
             raise TregAnalysisError(f"--fmo {item!r}: expected MARKER=FILE, e.g. --fmo foxp3=fmo_foxp3.fcs")
         fmo[marker.strip().lower()] = read_fcs(file)
     pooled = fit_pooled(samples, config, args.pooled) if args.pooled else None
+    if args.pooled_gates:
+        try:
+            pooled = PooledGates.from_json(Path(args.pooled_gates).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise TregAnalysisError(f"{args.pooled_gates}: cannot read the pooled gates: {exc.strerror}") from None
     for path, sample in zip(args.files, samples):
         result = gate_sample(sample, config, pooled=pooled, fmo=fmo)
         out = Path(args.out) if len(samples) == 1 else Path(args.out) / Path(path).stem
@@ -155,6 +170,25 @@ def _gate(args: argparse.Namespace) -> int:
         treg = (f"{table.loc['treg', 'pct_cd4']:.2f}% of CD4" if "pct_cd4" in table and "treg" in table.index
                 and table.loc["treg", "status"] == "ok" else "not gated")
         print(f"{path}: {len(table)} populations, Treg {treg}; wrote {out / 'populations.tsv'} and {out / 'gates.json'}")
+    return 0
+
+
+def _gating_config(args: argparse.Namespace) -> dict:
+    """The gating settings of --config (YAML) and --config-json; other keys are ignored."""
+    config = _read_yaml(args.config) if args.config else {}
+    if args.config_json:
+        try:
+            config.update(json.loads(args.config_json))
+        except json.JSONDecodeError as exc:
+            raise TregAnalysisError(f"--config-json: not valid JSON: {exc}") from None
+    return {k: v for k, v in config.items() if k in ("panel", "compensation", "transform", "gating")}
+
+
+def _pool(args: argparse.Namespace) -> int:
+    pooled = fit_pooled([read_fcs(f) for f in args.files], _gating_config(args), args.group)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(args.out, pooled.to_json().encode("utf-8"))
+    print(f"wrote {args.out}: gates of group {args.group} fitted on {len(args.files)} samples")
     return 0
 
 

@@ -48,7 +48,7 @@ from .fcs import write_fcs
 from .sample import Spillover
 
 __all__ = [
-    "CLASSES", "DEFAULTS", "PRESETS", "SampleSpec", "cohort_sample_ids", "SimulatedEvents", "SimulationError", "class_fractions",
+    "CLASSES", "DEFAULTS", "PRESETS", "SampleSpec", "cohort_plan", "SimulatedEvents", "SimulationError", "class_fractions",
     "il2_effect", "load_config", "population_masks", "simulate_cohort", "simulate_events", "spillover_matrix",
 ]
 
@@ -603,12 +603,15 @@ def simulate_cohort(
     return tables
 
 
-def cohort_sample_ids(subjects: int = 6, visits: str = "il2-course", healthy: int = 0) -> list[str]:
-    """The sample ids :func:`simulate_cohort` writes, known before it runs (for the workflow)."""
+def cohort_plan(subjects: int = 6, visits: str = "il2-course", healthy: int = 0) -> pd.DataFrame:
+    """Sample id, subject, day and batch of each sample :func:`simulate_cohort` writes, known
+    before it runs (the workflow plans its jobs from it)."""
     if visits not in PRESETS:
         raise SimulationError(f"unknown visit schedule {visits!r}; choose one of {', '.join(PRESETS)}")
-    patients = [f"P{i + 1:02d}_D{d}" for i in range(subjects) for d in PRESETS[visits]["days"]]
-    return patients + [f"HC{i + 1:02d}_D0" for i in range(healthy)]
+    days = PRESETS[visits]["days"]
+    rows = [(f"P{i + 1:02d}", d) for i in range(subjects) for d in days] + [(f"HC{i + 1:02d}", 0) for i in range(healthy)]
+    return pd.DataFrame([{"sample_id": f"{s}_D{d}", "subject": s, "day": d, "batch": f"B{days.index(d) + 1}"}
+                         for s, d in rows])
 
 
 def population_masks(labels: np.ndarray) -> dict[str, np.ndarray]:

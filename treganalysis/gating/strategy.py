@@ -248,6 +248,27 @@ class PooledGates:
     transforms: dict[str, dict[str, Any]]
     fitted: dict[str, Any]
 
+    def to_json(self) -> str:
+        """JSON text that :meth:`from_json` reads back (for a workflow's pooling job)."""
+        fitted = {name: ({"threshold": {"value": v.value, "method": v.method, "fallback": v.fallback,
+                                        "confidence": v.confidence, "details": v.details}}
+                         if isinstance(v, Threshold) else {"gate": v})
+                  for name, v in self.fitted.items()}
+        return json.dumps({"group": self.group, "samples": self.samples, "transforms": self.transforms,
+                           "fitted": fitted}, indent=2, default=_json_default)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PooledGates":
+        """Read what :meth:`to_json` wrote."""
+        try:
+            data = json.loads(text)
+            fitted = {name: (Threshold(**entry["threshold"]) if "threshold" in entry
+                             else {k: np.asarray(v) if isinstance(v, list) else v for k, v in entry["gate"].items()})
+                      for name, entry in data["fitted"].items()}
+            return cls(data["group"], data["samples"], data["transforms"], fitted)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GatingError(f"not a pooled-gates file: {exc}") from None
+
 
 def fit_pooled(samples: list[Sample], config: Mapping[str, Any] | None = None, group: str = "") -> PooledGates:
     """Fit transforms, thresholds and scatter gates on the pooled events of ``samples``.

@@ -6,7 +6,7 @@ from snakemake.utils import validate
 
 from treganalysis.errors import TregAnalysisError
 from treganalysis.sheet import load_sample_sheet
-from treganalysis.simulate import cohort_sample_ids
+from treganalysis.simulate import cohort_plan
 
 
 validate(config, "../schemas/config.schema.yaml", set_default=True)
@@ -14,7 +14,8 @@ validate(config, "../schemas/config.schema.yaml", set_default=True)
 DEMO = config["samples"] == "demo"
 if DEMO:
     SHEET = "resources/demo/samples.tsv"
-    SAMPLES = cohort_sample_ids(config["demo"]["subjects"], config["demo"]["visits"])
+    _sheet = cohort_plan(config["demo"]["subjects"], config["demo"]["visits"]).set_index("sample_id", drop=False)
+    _sheet["fcs"] = [f"resources/demo/fcs/{s}.fcs" for s in _sheet.index]
 else:
     SHEET = config["samples"]
     try:
@@ -22,8 +23,16 @@ else:
     except TregAnalysisError as error:
         raise WorkflowError(str(error)) from None
     validate(_sheet, "../schemas/samples.schema.yaml")
-    SAMPLES = list(_sheet.index)
-    FCS = dict(zip(_sheet.index, _sheet["fcs"]))
+SAMPLES = list(_sheet.index)
+FCS = dict(zip(_sheet.index, _sheet["fcs"]))
+
+# Pooled gating: each sample's group (subject or batch), and each group's samples.
+POOL_BY = config["pool_by"]
+if POOL_BY != "none":
+    if POOL_BY not in _sheet.columns or (_sheet[POOL_BY].astype(str).str.strip() == "").any():
+        raise WorkflowError(f"pool_by: {POOL_BY} needs a {POOL_BY} value for every sample of {SHEET}")
+    GROUP = {s: str(g) for s, g in zip(_sheet.index, _sheet[POOL_BY])}
+    MEMBERS = {g: [s for s in SAMPLES if GROUP[s] == g] for g in sorted(set(GROUP.values()))}
 
 # What treganalysis gate reads from the configuration, passed to each job as one JSON argument.
 GATING_SETTINGS = json.dumps({k: config[k] for k in ("panel", "compensation", "transform", "gating")})
@@ -31,6 +40,9 @@ GATING_SETTINGS = json.dumps({k: config[k] for k in ("panel", "compensation", "t
 
 def fcs_file(wildcards):
     """The FCS file of a sample: the demo's simulated file, or the sheet's."""
-    if DEMO:
-        return f"resources/demo/fcs/{wildcards.sample}.fcs"
     return FCS[wildcards.sample]
+
+
+def pooled_gates(wildcards):
+    """The sample's group's pooled gates, when pool_by is set."""
+    return [f"results/pooled/{GROUP[wildcards.sample]}.json"] if POOL_BY != "none" else []

@@ -1,14 +1,37 @@
-# Per-sample gating: compensation, transforms and the Treg hierarchy (treganalysis gate).
+# Per-sample gating: compensation, transforms and the Treg hierarchy (treganalysis gate), with the
+# gates of the sample's group when pool_by is set.
+
+
+rule pool:
+    input:
+        lambda wildcards: [FCS[s] for s in MEMBERS[wildcards.group]],
+    output:
+        "results/pooled/{group}.json",
+    params:
+        settings=GATING_SETTINGS,
+    log:
+        "logs/pool/{group}.log",
+    threads: 1
+    resources:
+        # the group's events pooled: every member's events and their compensated copy
+        mem_mb=lambda wildcards, input: 800 + 8 * int(input.size_mb),
+    conda:
+        "../envs/treganalysis.yaml"
+    shell:
+        "treganalysis pool {input:q} --group {wildcards.group:q} --out {output:q}"
+        " --config-json {params.settings:q} > {log} 2>&1"
 
 
 rule gate:
     input:
         fcs=fcs_file,
+        pooled=pooled_gates,
     output:
         populations="results/samples/{sample}/populations.tsv",
         gates="results/samples/{sample}/gates.json",
     params:
         settings=GATING_SETTINGS,
+        pooled=lambda wildcards, input: f"--pooled-gates {input.pooled[0]}" if input.pooled else "",
     log:
         "logs/gate/{sample}.log",
     threads: 1
@@ -19,4 +42,4 @@ rule gate:
         "../envs/treganalysis.yaml"
     shell:
         "treganalysis gate {input.fcs:q} --out results/samples/{wildcards.sample}"
-        " --config-json {params.settings:q} > {log} 2>&1"
+        " --config-json {params.settings:q} {params.pooled} > {log} 2>&1"
