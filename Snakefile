@@ -18,6 +18,14 @@ include: "workflow/rules/gate.smk"
 include: "workflow/rules/cohort.smk"
 
 
+onsuccess:
+    failed = failed_samples()
+    if failed:
+        print(f"treganalysis: {len(failed)} sample(s) could not be gated (see results/cohort/populations.tsv):")
+        for sample, reason in failed:
+            print(f"  {sample}: {reason}")
+
+
 rule all:
     default_target: True
     input:

@@ -132,3 +132,24 @@ def test_pooled_gating_by_subject(finished, tmp_path):
     assert all(c == cuts[0] for c in cuts.values())  # one set of thresholds for the subject's visits
     bad = snakemake(tmp_path, "-n", config={**TINY, "pool_by": "visit"})
     assert bad.returncode != 0 and "pool_by" in bad.stdout + bad.stderr
+
+
+def test_a_corrupt_file_fails_alone_and_is_listed(finished, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    good = finished / "resources" / "demo" / "fcs" / "P01_D0.fcs"
+    shutil.copy(good, data / "good.fcs")
+    (data / "bad.fcs").write_bytes(good.read_bytes()[:5000])  # truncated transfer
+    pd.DataFrame([
+        {"sample_id": "good", "subject": "S1", "timepoint": "D0", "day": 0, "fcs": "good.fcs"},
+        {"sample_id": "bad", "subject": "S1", "timepoint": "D5", "day": 5, "fcs": "bad.fcs"},
+    ]).to_csv(data / "samples.tsv", sep="\t", index=False)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    run = snakemake(workdir, "--keep-going", config={"samples": str(data / "samples.tsv")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = pd.read_csv(workdir / "results" / "cohort" / "populations.tsv", sep="\t")
+    bad = table[table["sample_id"] == "bad"]
+    assert len(bad) == 1 and bad["status"].iloc[0] == "failed" and "truncated" in bad["reason"].iloc[0]
+    assert (table[table["sample_id"] == "good"]["status"] == "ok").sum() >= 6
+    assert "bad: " in run.stdout + run.stderr  # the run says which sample failed

@@ -17,6 +17,8 @@ from . import __version__
 from .fcs import count_datasets, read_fcs
 from .errors import PanelError, TregAnalysisError
 from .panel import DEFAULT_ALIASES, resolve_panel
+import pandas as pd
+
 from ._files import read_yaml_mapping, write_bytes_atomic, write_tsv_atomic
 from .cohort import cohort_table
 from .gating.strategy import PooledGates, fit_pooled, gate_sample
@@ -98,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--fmo", action="append", default=[], metavar="MARKER=FILE",
                       help="an FMO control whose upper percentile sets that marker's thresholds (repeatable)")
     gate.add_argument("--gatingml", action="store_true", help="also write the chosen gates as GatingML 2.0 (gates.xml)")
+    gate.add_argument("--record-failure", action="store_true",
+                      help="for one FILE: when it cannot be gated (unreadable file, missing marker), write the "
+                      "reason as the sample's population table and gates.json and exit 0, so a workflow's "
+                      "cohort table lists the failed sample")
     gate.add_argument("--pooled-gates", metavar="JSON",
                       help="apply transforms and thresholds fitted by `treganalysis pool` on a group of samples")
     gate.add_argument("--pooled", metavar="GROUP",
@@ -140,10 +146,32 @@ def _cohort(args: argparse.Namespace) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_tsv_atomic(args.out, table)
     print(f"wrote {args.out}: {table['sample_id'].nunique()} samples, {len(table)} rows")
+    failed = table[table["status"] == "failed"] if "status" in table else table.iloc[:0]
+    for row in failed.itertuples():
+        print(f"  sample {row.sample_id} FAILED: {row.reason}")
     return 0
 
 
 def _gate(args: argparse.Namespace) -> int:
+    if args.record_failure:
+        if len(args.files) != 1:
+            raise TregAnalysisError("--record-failure gates one FILE at a time")
+        try:
+            return _gate_files(args)
+        except TregAnalysisError as exc:
+            print(f"treganalysis: error: {exc}", file=sys.stderr)
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            failure = {"population": "", "parent": "", "status": "failed", "reason": str(exc)}
+            write_tsv_atomic(out / "populations.tsv", pd.DataFrame([failure]))
+            record = {"sample": Path(args.files[0]).name, "error": str(exc), "gates": [], "provenance": {"file": args.files[0]}}
+            write_bytes_atomic(out / "gates.json", json.dumps(record, indent=2).encode("utf-8"))
+            print(f"{args.files[0]}: FAILED, recorded in {out / 'populations.tsv'}")
+            return 0
+    return _gate_files(args)
+
+
+def _gate_files(args: argparse.Namespace) -> int:
     config = _gating_config(args)
     samples = [read_fcs(f) for f in args.files]
     fmo = {}

@@ -13,3 +13,4 @@ rule cohort:
         "../envs/treganalysis.yaml"
     shell:
         "treganalysis cohort --sheet {input.sheet:q} --results results/samples --out {output:q} > {log} 2>&1"
+

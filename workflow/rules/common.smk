@@ -1,5 +1,6 @@
 # Configuration and sample sheet: checked before any job runs, every problem listed at once.
 import json
+import os
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -46,3 +47,17 @@ def fcs_file(wildcards):
 def pooled_gates(wildcards):
     """The sample's group's pooled gates, when pool_by is set."""
     return [f"results/pooled/{GROUP[wildcards.sample]}.json"] if POOL_BY != "none" else []
+
+
+def failed_samples():
+    """(sample, reason) of the samples recorded as failed in the cohort table."""
+    import pandas as pd
+
+    path = "results/cohort/populations.tsv"
+    if not os.path.exists(path):
+        return []
+    table = pd.read_csv(path, sep="\t")
+    if "status" not in table or "reason" not in table:
+        return []
+    failed = table[table["status"] == "failed"]
+    return list(zip(failed["sample_id"], failed["reason"]))

@@ -1,5 +1,7 @@
 # Per-sample gating: compensation, transforms and the Treg hierarchy (treganalysis gate), with the
-# gates of the sample's group when pool_by is set.
+# gates of the sample's group when pool_by is set. A sample that cannot be gated (unreadable FCS,
+# missing marker) records why as its population table, so every other sample completes and the
+# cohort table lists the failure; the cohort job prints the failed samples.
 
 
 rule pool:
@@ -41,5 +43,5 @@ rule gate:
     conda:
         "../envs/treganalysis.yaml"
     shell:
-        "treganalysis gate {input.fcs:q} --out results/samples/{wildcards.sample}"
+        "treganalysis gate {input.fcs:q} --out results/samples/{wildcards.sample} --record-failure"
         " --config-json {params.settings:q} {params.pooled} > {log} 2>&1"
