@@ -107,8 +107,11 @@ def test_missing_column_and_bad_config(tmp_path):
     sheet.write_text("sample_id\tsubject\tfcs\nA\tP1\tx.fcs\n")
     run = snakemake(tmp_path, "-n", config={"samples": str(sheet)})
     assert run.returncode != 0 and "missing columns timepoint, day" in run.stdout + run.stderr
-    run = snakemake(tmp_path, "-n", config={"demo": {"subjects": 0}})
-    assert run.returncode != 0 and "subjects" in run.stdout + run.stderr
+    run = snakemake(tmp_path, "-n", config={"demo": {"subjects": 0, "visits": "weekly"}, "pool_by": "visit"})
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "3 problems in the configuration" in out
+    assert "demo.subjects" in out and "demo.visits" in out and "pool_by" in out
+    assert not (tmp_path / "results").exists()
 
 
 def test_lint_is_clean(tmp_path):
