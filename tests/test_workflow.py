@@ -156,3 +156,11 @@ def test_a_corrupt_file_fails_alone_and_is_listed(finished, tmp_path):
     assert len(bad) == 1 and bad["status"].iloc[0] == "failed" and "truncated" in bad["reason"].iloc[0]
     assert (table[table["sample_id"] == "good"]["status"] == "ok").sum() >= 6
     assert "bad: " in run.stdout + run.stderr  # the run says which sample failed
+    # pooled by subject, the corrupt file is left out of its group and still fails alone
+    pooled = tmp_path / "pooled"
+    pooled.mkdir()
+    run = snakemake(pooled, "--keep-going", config={"samples": str(data / "samples.tsv"), "pool_by": "subject"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = pd.read_csv(pooled / "results" / "cohort" / "populations.tsv", sep="\t")
+    assert table[table["sample_id"] == "bad"]["status"].tolist() == ["failed"]
+    assert (table[table["sample_id"] == "good"]["status"] == "ok").sum() >= 6

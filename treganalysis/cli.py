@@ -104,10 +104,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="for one FILE: when it cannot be gated (unreadable file, missing marker), write the "
                       "reason as the sample's population table and gates.json and exit 0, so a workflow's "
                       "cohort table lists the failed sample")
-    gate.add_argument("--pooled-gates", metavar="JSON",
-                      help="apply transforms and thresholds fitted by `treganalysis pool` on a group of samples")
-    gate.add_argument("--pooled", metavar="GROUP",
-                      help="fit the gates on the pooled events of all FILEs, recorded as this group name")
+    pooling = gate.add_mutually_exclusive_group()
+    pooling.add_argument("--pooled-gates", metavar="JSON",
+                         help="apply transforms and thresholds fitted by `treganalysis pool` on a group of samples")
+    pooling.add_argument("--pooled", metavar="GROUP",
+                         help="fit the gates on the pooled events of all FILEs, recorded as this group name")
     gate.add_argument("--config", metavar="YAML",
                       help="settings: panel (aliases, channels), compensation (matrix, required), "
                       "transform (M, A), gating (template, overrides); other keys are ignored")
@@ -158,7 +159,12 @@ def _gate(args: argparse.Namespace) -> int:
             raise TregAnalysisError("--record-failure gates one FILE at a time")
         try:
             return _gate_files(args)
-        except TregAnalysisError as exc:
+        except Exception as exc:  # a user's file problem, or a bug: either way the others go on
+            if not isinstance(exc, TregAnalysisError):
+                import traceback
+
+                traceback.print_exc()  # into the job's log, for a bug report
+                exc = TregAnalysisError(f"{args.files[0]}: internal error ({type(exc).__name__}: {exc}); see the log")
             print(f"treganalysis: error: {exc}", file=sys.stderr)
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
@@ -172,6 +178,11 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _gate_files(args: argparse.Namespace) -> int:
+    stems = [Path(f).stem for f in args.files]
+    clashing = sorted({s for s in stems if stems.count(s) > 1})
+    if len(args.files) > 1 and clashing:
+        raise TregAnalysisError(f"several FILEs are named {', '.join(clashing)}: their results would overwrite "
+                                "each other under --out; gate them separately")
     config = _gating_config(args)
     samples = [read_fcs(f) for f in args.files]
     fmo = {}
@@ -213,7 +224,15 @@ def _gating_config(args: argparse.Namespace) -> dict:
 
 
 def _pool(args: argparse.Namespace) -> int:
-    pooled = fit_pooled([read_fcs(f) for f in args.files], _gating_config(args), args.group)
+    samples = []
+    for path in args.files:
+        try:
+            samples.append(read_fcs(path))
+        except TregAnalysisError as exc:  # that sample's own gate job records it; the group goes on
+            print(f"treganalysis: warning: left out of group {args.group}: {exc}", file=sys.stderr)
+    if not samples:
+        raise TregAnalysisError(f"group {args.group}: none of its {len(args.files)} files can be read")
+    pooled = fit_pooled(samples, _gating_config(args), args.group)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(args.out, pooled.to_json().encode("utf-8"))
     print(f"wrote {args.out}: gates of group {args.group} fitted on {len(args.files)} samples")

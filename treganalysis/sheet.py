@@ -8,6 +8,7 @@ once, with its row, before anything runs.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -51,8 +52,17 @@ def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.D
     if not path.is_file():
         raise SheetError(f"{path}: sample sheet not found")
     try:
-        sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise SheetError(f"{path}: not a UTF-8 text file: {exc}") from None
+    # comment lines (starting with #) and blank lines are skipped; the others keep their file line
+    kept = [(n, text) for n, text in enumerate(lines, start=1) if text.strip() and not text.lstrip().startswith("#")]
+    if len(kept) < 2:
+        raise SheetError(f"{path}: the sample sheet has no samples (a header line and one line per FCS file are "
+                         f"needed: {', '.join(REQUIRED_COLUMNS)})")
+    try:
+        sheet = pd.read_csv(io.StringIO("\n".join(t for _, t in kept)), sep="\t", dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as exc:
         raise SheetError(f"{path}: not a tab-separated sample sheet: {exc}") from None
     sheet.columns = [c.strip() for c in sheet.columns]
     problems = []
@@ -62,7 +72,7 @@ def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.D
                         f"(found: {', '.join(sheet.columns)}; needed: {', '.join(REQUIRED_COLUMNS)})")
     for column in sheet.columns:
         sheet[column] = sheet[column].str.strip()
-    line = {i: i + 2 for i in range(len(sheet))}  # file line of each row
+    line = {i: kept[i + 1][0] for i in range(len(sheet))}  # file line of each row
     if "sample_id" in sheet:
         for i, sample in sheet["sample_id"].items():
             if not sample:

@@ -1,6 +1,8 @@
 # Configuration and sample sheet: checked before any job runs, every problem listed at once.
 import json
 import os
+import re
+import shlex
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -49,6 +51,10 @@ if POOL_BY != "none":
     if POOL_BY not in _sheet.columns or (_sheet[POOL_BY].astype(str).str.strip() == "").any():
         raise WorkflowError(f"pool_by: {POOL_BY} needs a {POOL_BY} value for every sample of {SHEET}")
     GROUP = {s: str(g) for s, g in zip(_sheet.index, _sheet[POOL_BY])}
+    _unsafe = sorted({g for g in GROUP.values() if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", g)})
+    if _unsafe:
+        raise WorkflowError(f"pool_by: {POOL_BY}: group names are used in file names and may hold only letters, "
+                            f"digits, '.', '_' and '-': {', '.join(repr(g) for g in _unsafe)}")
     MEMBERS = {g: [s for s in SAMPLES if GROUP[s] == g] for g in sorted(set(GROUP.values()))}
 
 # What treganalysis gate reads from the configuration, passed to each job as one JSON argument.

@@ -16,4 +16,4 @@ rule simulate_demo:
         "../envs/treganalysis.yaml"
     shell:
         "treganalysis simulate --out resources/demo --subjects {params.subjects} --visits {params.visits}"
-        " --events {params.events} --seed {params.seed} > {log} 2>&1"
+        " --events {params.events} --seed {params.seed} > {log:q} 2>&1"

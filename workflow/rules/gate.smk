@@ -21,7 +21,7 @@ rule pool:
         "../envs/treganalysis.yaml"
     shell:
         "treganalysis pool {input:q} --group {wildcards.group:q} --out {output:q}"
-        " --config-json {params.settings:q} > {log} 2>&1"
+        " --config-json {params.settings:q} > {log:q} 2>&1"
 
 
 rule gate:
@@ -33,7 +33,7 @@ rule gate:
         gates="results/samples/{sample}/gates.json",
     params:
         settings=GATING_SETTINGS,
-        pooled=lambda wildcards, input: f"--pooled-gates {input.pooled[0]}" if input.pooled else "",
+        pooled=lambda wildcards, input: f"--pooled-gates {shlex.quote(input.pooled[0])}" if input.pooled else "",
     log:
         "logs/gate/{sample}.log",
     threads: 1
@@ -44,4 +44,4 @@ rule gate:
         "../envs/treganalysis.yaml"
     shell:
         "treganalysis gate {input.fcs:q} --out results/samples/{wildcards.sample} --record-failure"
-        " --config-json {params.settings:q} {params.pooled} > {log} 2>&1"
+        " --config-json {params.settings:q} {params.pooled} > {log:q} 2>&1"

@@ -1,0 +1,40 @@
+"""The sample sheet: every problem with its file line, comments and odd encodings handled."""
+
+from __future__ import annotations
+
+import pytest
+
+from treganalysis.sheet import SheetError, load_sample_sheet
+
+HEADER = "sample_id\tsubject\ttimepoint\tday\tfcs\n"
+
+
+def test_comments_blank_lines_bom_crlf_and_hash_in_values(tmp_path):
+    (tmp_path / "f#1.fcs").write_bytes(b"x")
+    sheet = tmp_path / "s.tsv"
+    sheet.write_bytes(("\ufeff" + HEADER + "# visits of one patient\r\n\r\ns1\tP#1\tD0\t-3\tf#1.fcs\r\n").encode("utf-8"))
+    table = load_sample_sheet(sheet)
+    assert list(table.index) == ["s1"] and table.loc["s1", "subject"] == "P#1" and table.loc["s1", "day"] == -3
+    assert table.loc["s1", "fcs"] == str(tmp_path / "f#1.fcs")
+
+
+def test_problems_carry_their_file_line(tmp_path):
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text(HEADER + "# comment\n\nx\tS\tD0\tzero\tmissing.fcs\n")
+    with pytest.raises(SheetError) as info:
+        load_sample_sheet(sheet)
+    message = str(info.value)
+    assert "line 4: day 'zero'" in message and "line 4: FCS file not found: missing.fcs" in message
+
+
+@pytest.mark.parametrize("content", ["", HEADER, "# only a comment\n"])
+def test_empty_sheets(tmp_path, content):
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text(content)
+    with pytest.raises(SheetError, match="no samples"):
+        load_sample_sheet(sheet)
+
+
+def test_missing_sheet(tmp_path):
+    with pytest.raises(SheetError, match="not found"):
+        load_sample_sheet(tmp_path / "nope.tsv")
