@@ -217,9 +217,12 @@ def _gating_config(args: argparse.Namespace) -> dict:
     config = _read_yaml(args.config) if args.config else {}
     if args.config_json:
         try:
-            config.update(json.loads(args.config_json))
+            extra = json.loads(args.config_json)
         except json.JSONDecodeError as exc:
             raise TregAnalysisError(f"--config-json: not valid JSON: {exc}") from None
+        for key, value in extra.items():  # one level deep: panel, compensation, transform, gating
+            both = isinstance(value, dict) and isinstance(config.get(key), dict)
+            config[key] = {**config[key], **value} if both else value
     return {k: v for k, v in config.items() if k in ("panel", "compensation", "transform", "gating")}
 
 

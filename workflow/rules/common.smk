@@ -3,6 +3,7 @@ import json
 import os
 import re
 import shlex
+import time
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -71,12 +72,16 @@ def pooled_gates(wildcards):
     return [f"results/pooled/{GROUP[wildcards.sample]}.json"] if POOL_BY != "none" else []
 
 
+_STARTED = time.time()
+
+
 def failed_samples():
-    """(sample, reason) of the samples recorded as failed in the cohort table."""
+    """(sample, reason) of the samples recorded as failed in the cohort table, when this run
+    wrote it (a table left by an earlier run is not reported again)."""
     import pandas as pd
 
     path = "results/cohort/populations.tsv"
-    if not os.path.exists(path):
+    if not os.path.exists(path) or os.path.getmtime(path) < _STARTED:
         return []
     table = pd.read_csv(path, sep="\t")
     if "status" not in table or "reason" not in table:
