@@ -12,5 +12,5 @@ rule cohort:
     conda:
         "../envs/treganalysis.yaml"
     shell:
-        "treganalysis cohort --sheet {input.sheet:q} --results results/samples --out {output:q} > {log:q} 2>&1"
+        "python -m treganalysis cohort --sheet {input.sheet:q} --results results/samples --out {output:q} > {log:q} 2>&1"
 

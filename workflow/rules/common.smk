@@ -58,6 +58,12 @@ if POOL_BY != "none":
                             f"digits, '.', '_' and '-': {', '.join(repr(g) for g in _unsafe)}")
     MEMBERS = {g: [s for s in SAMPLES if GROUP[s] == g] for g in sorted(set(GROUP.values()))}
 
+# The jobs run `python -m treganalysis`: the package beside this Snakefile, with the interpreter on PATH
+# (the conda environment's under --sdm conda, which holds the dependencies but not the package). Jobs
+# inherit this environment; a job run elsewhere (SLURM) parses this file again. Not a required
+# variable, so no envvars directive.
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p))
+
 # What treganalysis gate reads from the configuration, passed to each job as one JSON argument.
 GATING_SETTINGS = json.dumps({k: config[k] for k in ("panel", "compensation", "transform", "gating")})
 

@@ -15,5 +15,5 @@ rule simulate_demo:
     conda:
         "../envs/treganalysis.yaml"
     shell:
-        "treganalysis simulate --out resources/demo --subjects {params.subjects} --visits {params.visits}"
+        "python -m treganalysis simulate --out resources/demo --subjects {params.subjects} --visits {params.visits}"
         " --events {params.events} --seed {params.seed} > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule pool:
     conda:
         "../envs/treganalysis.yaml"
     shell:
-        "treganalysis pool {input:q} --group {wildcards.group:q} --out {output:q}"
+        "python -m treganalysis pool {input:q} --group {wildcards.group:q} --out {output:q}"
         " --config-json {params.settings:q} > {log:q} 2>&1"
 
 
@@ -43,5 +43,5 @@ rule gate:
     conda:
         "../envs/treganalysis.yaml"
     shell:
-        "treganalysis gate {input.fcs:q} --out results/samples/{wildcards.sample} --record-failure"
+        "python -m treganalysis gate {input.fcs:q} --out results/samples/{wildcards.sample} --record-failure"
         " --config-json {params.settings:q} {params.pooled} > {log:q} 2>&1"
