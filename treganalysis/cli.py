@@ -223,7 +223,7 @@ def _gating_config(args: argparse.Namespace) -> dict:
         for key, value in extra.items():  # one level deep: panel, compensation, transform, gating
             both = isinstance(value, dict) and isinstance(config.get(key), dict)
             config[key] = {**config[key], **value} if both else value
-    return {k: v for k, v in config.items() if k in ("panel", "compensation", "transform", "gating")}
+    return {k: v for k, v in config.items() if k in ("panel", "compensation", "qc", "transform", "gating")}
 
 
 def _pool(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from .._files import read_yaml_mapping
 from ..compensation import compensate
 from ..errors import PanelError, TregAnalysisError
 from ..panel import merge_aliases, resolve_panel
+from ..qc import QCResult, margin_events, qc_sample
 from ..sample import Sample
 from ..transforms import estimate_logicle_w, logicle, logicle_inverse
 from .density import Threshold, binned_density, quantile_threshold, tail_threshold, valley_threshold
@@ -115,6 +116,11 @@ class GatingResult:
         Marker -> channel as resolved.
     provenance : dict
         Package version, config, and what was done before gating (margins, compensation, transforms).
+    qc : QCResult or None
+        Acquisition QC (:func:`treganalysis.qc.qc_sample`): status, reasons, and the events it
+        kept; its record is in ``to_json()``.
+    transformed : dict of str to ndarray
+        The gating channels on the scale the gates were drawn on (Logicle; scatter linear).
     """
 
     sample: Sample
@@ -123,6 +129,8 @@ class GatingResult:
     populations: pd.DataFrame
     panel: dict[str, str | None]
     provenance: dict[str, Any] = field(default_factory=dict)
+    qc: QCResult | None = None
+    transformed: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def mask(self, population: str) -> np.ndarray:
         """Boolean membership of a population over all events (file order)."""
@@ -139,7 +147,9 @@ class GatingResult:
 
     def to_json(self) -> str:
         """The gate records and provenance as JSON (what ``gates.json`` holds)."""
-        return json.dumps({"sample": self.sample.name, "panel": self.panel, "gates": self.gates,
+        qc = ({"status": self.qc.status, "reasons": self.qc.reasons, **self.qc.record}
+              if self.qc is not None else None)
+        return json.dumps({"sample": self.sample.name, "panel": self.panel, "qc": qc, "gates": self.gates,
                            "provenance": self.provenance}, indent=2, default=_json_default)
 
 
@@ -177,8 +187,9 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
 
     Notes
     -----
-    Steps: margin events (at ``$PnR - 1`` in scatter or a gating channel) are set aside;
-    compensation; Logicle on each gating fluorescence channel with W estimated from that
+    Steps: compensation; acquisition QC (:func:`treganalysis.qc.qc_sample`: margin events at
+    ``$PnR - 1`` in scatter or a gating channel, time bins where the rate or a signal departs;
+    settings from ``config["qc"]``), whose removed events take no part in gating; Logicle on each gating fluorescence channel with W estimated from that
     channel's negative events (scatter stays linear); then the template's gates in order, each
     on its parent's events. Thresholds are recorded in Logicle and in compensated linear units.
 
@@ -189,25 +200,26 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     """
     config = dict(config or {})
     template, panel, comp, channels = _prepare(sample, config)
-    keep, margins = _margins(sample, channels)
+    qc = _qc(sample, comp, channels, config, panel)
     fixed_transforms = pooled.transforms if pooled is not None else None
     transformed, transforms = _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)
     fitted = dict(pooled.fitted) if pooled is not None else {}
     fitted.update(_fmo_thresholds(fmo or {}, config, template, transforms))
     engine = _Engine(comp, transformed, transforms, panel, template, fitted)
-    engine.run(keep)
+    engine.run(qc.keep)
     populations = population_table(comp, engine.masks, engine.parents, panel, engine.status)
+    populations.insert(3, "qc_status", qc.status)
     provenance = {
         "file": str(sample.path) if sample.path else None,
         "sha256": _sha256(sample.path),
         "package_version": _version(),
         "config": config,
-        "margins": margins,
+        "margins": qc.record["margins"]["removed"],
         "compensation": comp.compensation,
         "transforms": transforms,
         "pooled": {"group": pooled.group, "samples": pooled.samples} if pooled is not None else None,
     }
-    return GatingResult(comp, engine.masks, engine.records, populations, panel, provenance)
+    return GatingResult(comp, engine.masks, engine.records, populations, panel, provenance, qc, transformed)
 
 
 def _fmo_thresholds(fmo: Mapping[str, Sample], config: Mapping[str, Any], template: Mapping[str, Any],
@@ -306,7 +318,7 @@ def fit_pooled(samples: list[Sample], config: Mapping[str, Any] | None = None, g
     template, panel, _, channels = prepared[0]
     comps = [p[2] for p in prepared]
     pooled = comps[0].with_events(np.concatenate([c.events for c in comps]), path=None, compensation=None)
-    keep = np.concatenate([_margins(s, channels)[0] for s in samples])
+    keep = np.concatenate([_qc(s, p[2], channels, config, p[1]).keep for s, p in zip(samples, prepared)])
     transformed, transforms = _transform(pooled, channels, config.get("transform", {}) or {})
     engine = _Engine(pooled, transformed, transforms, panel, template)
     engine.run(keep)
@@ -382,20 +394,17 @@ def _present(sample: Sample, channels: Mapping[str, str | None]) -> dict[str, st
 
 
 def _margins(sample: Sample, channels: Mapping[str, str | None]) -> tuple[np.ndarray, dict[str, int]]:
-    """Events below every gating channel's ceiling (``$PnR - 1``) in the raw (uncompensated)
-    data, where saturation happens, and the count removed per channel."""
-    names = {c for c in sample.scatter_channels if c.upper() in ("FSC-A", "FSC-H", "SSC-A")}
-    names |= {c for c in channels.values() if c}
-    keep = np.ones(sample.n_events, dtype=bool)
-    removed = {}
-    for name in sorted(names):
-        j = sample.index(name)
-        top = sample.ranges[j] if sample.ranges else 0
-        if top > 0:
-            hit = sample.events[:, j] >= top - 1
-            removed[name] = int(hit.sum())
-            keep &= ~hit
-    return keep, removed
+    """Events below the ceiling of scatter and every gating channel (raw data)."""
+    scatter = {c for c in sample.scatter_channels if c.upper() in ("FSC-A", "FSC-H", "SSC-A")}
+    return margin_events(sample, scatter | {c for c in channels.values() if c})
+
+
+def _qc(sample: Sample, comp: Sample, channels: Mapping[str, str | None], config: Mapping[str, Any],
+        panel: Mapping[str, str | None]) -> QCResult:
+    """Acquisition QC (treganalysis.qc): margins on the gating channels, signals over time on
+    every channel of the panel; settings from ``config["qc"]``."""
+    return qc_sample(sample, comp, [c for c in channels.values() if c], config.get("qc") or {},
+                     signals=[c for c in panel.values() if c])
 
 
 def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[str, Any],

@@ -65,7 +65,7 @@ if POOL_BY != "none":
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p))
 
 # What treganalysis gate reads from the configuration, passed to each job as one JSON argument.
-GATING_SETTINGS = json.dumps({k: config[k] for k in ("panel", "compensation", "transform", "gating")})
+GATING_SETTINGS = json.dumps({k: config[k] for k in ("panel", "compensation", "qc", "transform", "gating")})
 
 
 def fcs_file(wildcards):
