@@ -16,6 +16,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/gate.smk"
 include: "workflow/rules/cohort.smk"
+include: "workflow/rules/report.smk"
 
 
 onsuccess:
@@ -30,3 +31,4 @@ rule all:
     default_target: True
     input:
         "results/cohort/populations.tsv",
+        "results/report",

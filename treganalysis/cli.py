@@ -25,6 +25,7 @@ from .gating.strategy import PooledGates, fit_pooled, gate_sample
 from .sheet import load_sample_sheet
 from .sample import Sample
 from .simulate import PRESETS, load_config, simulate_cohort
+from .views import gate_views, save_views
 
 __all__ = ["main"]
 
@@ -89,9 +90,10 @@ def _parser() -> argparse.ArgumentParser:
 
     gate = commands.add_parser(
         "gate",
-        help="gate the Treg hierarchy of FCS files: populations.tsv and gates.json",
+        help="gate the Treg hierarchy of FCS files: populations.tsv, gates.json, views.npz",
         description="Compensate, transform and gate FCS files with the Treg strategy; write the "
-        "population table (populations.tsv) and every gate record with provenance (gates.json) to --out "
+        "population table (populations.tsv), every gate record with QC and provenance (gates.json) and the "
+        "binned plots of each gate for `treganalysis report` (views.npz) to --out "
         "(one sub-folder per file when several are given). With --pooled, transforms and thresholds are "
         "fitted once on all the files' events (one subject's visits, or one batch) and applied to each.",
     )
@@ -139,7 +141,29 @@ def _parser() -> argparse.ArgumentParser:
     cohort.add_argument("--results", required=True, metavar="DIR", help="folder of per-sample results")
     cohort.add_argument("--out", required=True, metavar="TSV", help="cohort table to write")
     cohort.set_defaults(run=_cohort)
+
+    report = commands.add_parser(
+        "report",
+        help="write the HTML QC pages: one per sample and the cohort index",
+        description="From RESULTS/{sample_id}/ (gates.json, views.npz, populations.tsv, as `gate` writes "
+        "them) write OUT/samples/{sample_id}.html per sample, OUT/index.html and one shared "
+        "OUT/plotly.min.js; the pages work offline. With --sheet, the sheet's samples in its order and "
+        "its columns on each page.",
+    )
+    report.add_argument("--results", required=True, metavar="DIR", help="folder of per-sample results")
+    report.add_argument("--out", required=True, metavar="DIR", help="report folder to write")
+    report.add_argument("--sheet", help="sample sheet (TSV)")
+    report.set_defaults(run=_report)
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report  # plotly only here, never in gating jobs
+
+    sheet = load_sample_sheet(args.sheet, check_files=False).reset_index(drop=True) if args.sheet else None
+    pages = write_report(args.results, args.out, sheet)
+    print(f"wrote {len(pages) - 1} sample pages and {Path(args.out) / 'index.html'}")
+    return 0
 
 
 def _cohort(args: argparse.Namespace) -> int:
@@ -172,6 +196,8 @@ def _gate(args: argparse.Namespace) -> int:
             write_tsv_atomic(out / "populations.tsv", pd.DataFrame([failure]))
             record = {"sample": Path(args.files[0]).name, "error": str(exc), "gates": [], "provenance": {"file": args.files[0]}}
             write_bytes_atomic(out / "gates.json", json.dumps(record, indent=2).encode("utf-8"))
+            save_views({"sample": Path(args.files[0]).stem, "axes": {}, "gates": [], "thresholds": [], "bins": 0},
+                       out / "views.npz")
             print(f"{args.files[0]}: FAILED, recorded in {out / 'populations.tsv'}")
             return 0
     return _gate_files(args)
@@ -203,12 +229,15 @@ def _gate_files(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         write_tsv_atomic(out / "populations.tsv", result.populations)
         write_bytes_atomic(out / "gates.json", result.to_json().encode("utf-8"))
+        save_views(gate_views(result), out / "views.npz")
         if args.gatingml:
             result.to_gatingml(out / "gates.xml")
         table = result.populations.set_index("population")
         treg = (f"{table.loc['treg', 'pct_cd4']:.2f}% of CD4" if "pct_cd4" in table and "treg" in table.index
                 and table.loc["treg", "status"] == "ok" else "not gated")
-        print(f"{path}: {len(table)} populations, Treg {treg}; wrote {out / 'populations.tsv'} and {out / 'gates.json'}")
+        qc = result.qc.status if result.qc is not None else "not run"
+        print(f"{path}: {len(table)} populations, Treg {treg}, QC {qc}; wrote populations.tsv, gates.json and "
+              f"views.npz to {out}")
     return 0
 
 

@@ -163,7 +163,7 @@ def time_qc(time: np.ndarray, signals: Mapping[str, np.ndarray], keep: np.ndarra
         n_in = np.bincount(key, minlength=size).reshape(n_bins, -1)
         sums = np.bincount(key, weights=x, minlength=size).reshape(n_bins, -1)
         means = np.divide(sums, n_in, out=np.full(sums.shape, np.nan), where=n_in > 0)
-        record["signals"][channel] = {"cuts": cuts.tolist(), "means": means.T.tolist()}
+        record["signals"][channel] = {"cuts": cuts.tolist(), "means": _json_numbers(means.T, 4)}
         for p in range(means.shape[1]):
             # populations too small to follow (a few events per bin) would only add noise
             if np.median(n_in[:, p]) < 20:
@@ -178,9 +178,16 @@ def time_qc(time: np.ndarray, signals: Mapping[str, np.ndarray], keep: np.ndarra
         why = sorted({reasons[i] for i in range(start, stop) if i in reasons})
         record["removed_runs"].append({"first_bin": start, "last_bin": stop - 1, "start": float(edges[start]),
                                        "stop": float(edges[stop]), "why": why})
-    record.update(edges=edges.tolist(), rate=rate.tolist(), flagged=np.flatnonzero(bad).tolist(),
+    record.update(edges=_json_numbers(edges, 6), rate=_json_numbers(rate, 4), flagged=np.flatnonzero(bad).tolist(),
                   removed=np.flatnonzero(removed).tolist(), removed_events=int(n - keep_time.sum()))
     return keep_time, record
+
+
+def _json_numbers(values: np.ndarray, digits: int) -> list:
+    """Rounded to ``digits`` significant digits, NaN as None (valid JSON, a small gates.json)."""
+    values = np.asarray(values, dtype=np.float64)
+    rounded = np.vectorize(lambda v: float(f"{v:.{digits}g}"), otypes=[float])(values) if values.size else values
+    return np.where(np.isfinite(values), rounded, None).tolist()
 
 
 def _deviating(values: np.ndarray, mad: float, min_change: float, window: int = 5) -> np.ndarray:

@@ -3,6 +3,7 @@ import json
 import os
 import re
 import shlex
+import sys
 import time
 
 from snakemake.exceptions import WorkflowError
@@ -58,11 +59,14 @@ if POOL_BY != "none":
                             f"digits, '.', '_' and '-': {', '.join(repr(g) for g in _unsafe)}")
     MEMBERS = {g: [s for s in SAMPLES if GROUP[s] == g] for g in sorted(set(GROUP.values()))}
 
-# The jobs run `python -m treganalysis`: the package beside this Snakefile, with the interpreter on PATH
-# (the conda environment's under --sdm conda, which holds the dependencies but not the package). Jobs
-# inherit this environment; a job run elsewhere (SLURM) parses this file again. Not a required
-# variable, so no envvars directive.
-os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p))
+# The jobs run `python -m treganalysis`: the package beside this Snakefile (first on PYTHONPATH),
+# with the interpreter that runs Snakemake first on PATH, since it has the package's dependencies
+# (this file imports the package) even when its environment was not activated. Under --sdm conda
+# the environment's own python comes first instead; it holds the dependencies, not the package.
+# Jobs inherit this environment; a job run elsewhere (SLURM) parses this file again. Neither
+# variable is required of the user, so no envvars directive.
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p),
+                  PATH=os.pathsep.join(p for p in (os.path.dirname(sys.executable), os.environ.get("PATH")) if p))
 
 # What treganalysis gate reads from the configuration, passed to each job as one JSON argument.
 GATING_SETTINGS = json.dumps({k: config[k] for k in ("panel", "compensation", "qc", "transform", "gating")})

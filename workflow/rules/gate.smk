@@ -31,6 +31,7 @@ rule gate:
     output:
         populations="results/samples/{sample}/populations.tsv",
         gates="results/samples/{sample}/gates.json",
+        views="results/samples/{sample}/views.npz",
     params:
         settings=GATING_SETTINGS,
         pooled=lambda wildcards, input: f"--pooled-gates {shlex.quote(input.pooled[0])}" if input.pooled else "",
