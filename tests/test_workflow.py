@@ -61,6 +61,24 @@ def test_demo_run_writes_the_cohort_table(finished):
         folder = finished / "results" / "samples" / sample
         assert (folder / "populations.tsv").is_file() and (folder / "gates.json").is_file()
         assert (finished / "logs" / "gate" / f"{sample}.log").is_file()
+    assert set(table["qc_status"]) <= {"pass", "warn"}  # a clean simulated cohort: no QC failure
+
+
+def test_report_site_and_snakemake_report_zip(finished):
+    import zipfile
+
+    site = finished / "results" / "report"
+    pages = sorted(p.stem for p in (site / "samples").glob("*.html"))
+    table = pd.read_csv(finished / "results" / "cohort" / "populations.tsv", sep="\t")
+    assert pages == sorted(table["sample_id"].unique())
+    assert (site / "plotly.min.js").is_file() and not list(site.glob("samples/*.js"))
+    index = (site / "index.html").read_text()
+    assert all(f'href="samples/{p}.html"' in index for p in pages)
+    run = snakemake(finished, "--report", "report.zip", config=TINY)
+    assert run.returncode == 0, run.stderr[-2000:]
+    names = zipfile.ZipFile(finished / "report.zip").namelist()
+    assert any(n.endswith("/index.html") for n in names) and any(n.endswith("/plotly.min.js") for n in names)
+    assert sum(n.endswith(".html") and "/samples/" in n for n in names) == len(pages)
 
 
 def test_rerun_executes_nothing(finished):
@@ -156,6 +174,8 @@ def test_a_corrupt_file_fails_alone_and_is_listed(finished, tmp_path):
     assert len(bad) == 1 and bad["status"].iloc[0] == "failed" and "truncated" in bad["reason"].iloc[0]
     assert (table[table["sample_id"] == "good"]["status"] == "ok").sum() >= 6
     assert "bad: " in run.stdout + run.stderr  # the run says which sample failed
+    page = (workdir / "results" / "report" / "samples" / "bad.html").read_text()
+    assert "failed" in page and "truncated" in page  # its QC page says why
     # pooled by subject, the corrupt file is left out of its group and still fails alone
     pooled = tmp_path / "pooled"
     pooled.mkdir()
