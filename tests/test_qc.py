@@ -1,0 +1,420 @@
+"""Acquisition QC (treganalysis.qc): margins, time QC, over-compensation, the sample status, and
+how gate_sample uses it.
+
+Time QC is checked on small synthetic acquisitions whose artefacts are planted at known bins
+(a thinned stretch for a clog, a shifted population for a drift), and end to end on simulated
+samples (treganalysis.simulate) with their recorded artefacts. Everything here is fast (a few
+seconds); the detection rates over many seeds are measured by benchmarks/qc_detection.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from treganalysis import compensate, read_fcs
+from treganalysis.gating.strategy import gate_sample
+from treganalysis.qc import DEFAULTS, QCError, margin_events, negative_populations, qc_sample, time_qc
+from treganalysis.sample import Sample, Spillover
+from treganalysis.simulate import SampleSpec, _write_sample, load_config, simulate_events
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def acquisition(n: int = 60_000, seed: int = 0, seconds: float = 100.0):
+    """A stationary acquisition: uniform times over ``seconds``, one channel with a negative
+    population at 0 and a bright one (30%) at 3 (arcsinh-like units, sd 0.3)."""
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.uniform(0.0, seconds, n))
+    bright = rng.random(n) < 0.3
+    x = np.where(bright, rng.normal(3.0, 0.3, n), rng.normal(0.0, 0.3, n))
+    return rng, t, x, bright
+
+
+def thinned(t: np.ndarray, rng: np.random.Generator, windows, keep: float = 0.1) -> np.ndarray:
+    """Events to drop so that only ``keep`` of them remain inside each (start, stop) window:
+    the event rate of a clog."""
+    drop = np.zeros(t.size, dtype=bool)
+    for start, stop in windows:
+        drop |= (t >= start) & (t < stop) & (rng.random(t.size) >= keep)
+    return drop
+
+
+def runs(record: dict) -> list[tuple[int, int]]:
+    return [(r["first_bin"], r["last_bin"]) for r in record["removed_runs"]]
+
+
+def simulated(folder: Path, name: str, *, n: int = 30_000, seed: int = 0, **artefacts):
+    """A simulated sample written and read back: (sample, simulated events)."""
+    cfg = load_config()
+    rng = np.random.default_rng(seed)
+    spec = SampleSpec(n_events=n, cd4=dict(cfg["cd4"]["patient"]), **artefacts)
+    sim = simulate_events(spec, cfg, rng)
+    path = folder / f"{name}.fcs"
+    _write_sample(path, sim.events, cfg, rng, name, 0)
+    return read_fcs(path), sim
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("qc")
+    return {
+        "clean": simulated(folder, "clean", seed=1),
+        "margin": simulated(folder, "margin", seed=2, margin=True),
+        "clog": simulated(folder, "clog", n=50_000, seed=3, clog=True),
+        "small": simulated(folder, "small", n=1_500, seed=4),
+        "fewer": simulated(folder, "fewer", n=15_000, seed=5),
+    }
+
+
+def gating_channels(sample: Sample) -> list[str]:
+    return ["FSC-A", *sample.fluorescence_channels]
+
+
+# -- margins ------------------------------------------------------------------------------------
+
+
+def test_margin_events_counts_events_at_the_ceiling_per_channel():
+    rng = np.random.default_rng(0)
+    events = rng.uniform(0.0, 900.0, (1000, 4)).astype(np.float32)
+    events[:10, 0] = 1023.0  # at $PnR - 1
+    events[5:25, 1] = 1023.5  # above it (a ceiling of 1024 written as float)
+    events[30:40, 1] = 1022.9  # just below: kept
+    events[50:60, 2] = 1023.0  # a channel that is not checked
+    events[70:75, 3] = 5000.0  # a channel without $PnR is not checked
+    sample = Sample(events, ["FSC-A", "B1-A", "B2-A", "B3-A"], ["", "CD4", "CD8", "CD3"], ranges=[1024, 1024, 1024, 0])
+    keep, removed = margin_events(sample, ["FSC-A", "B1-A", "B3-A"])
+    assert removed == {"FSC-A": 10, "B1-A": 20}
+    expected = np.ones(1000, dtype=bool)
+    expected[:25] = False  # 0-9 and 5-24 overlap: an event is removed once
+    np.testing.assert_array_equal(keep, expected)
+    assert keep.sum() == 975
+    # a marker name ($PnS) is accepted too
+    _, by_marker = margin_events(sample, ["CD4"])
+    assert by_marker == {"CD4": 20}
+
+
+# -- time QC on planted artefacts ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_time_qc_keeps_a_stationary_acquisition_completely(seed):
+    rng, t, x, _ = acquisition(seed=seed)
+    y = np.where(rng.random(t.size) < 0.5, rng.normal(2.0, 0.2, t.size), rng.normal(-0.2, 0.2, t.size))
+    keep, record = time_qc(t, {"A": x, "B": y})
+    assert keep.all()
+    assert record["flagged"] == [] and record["removed"] == [] and record["removed_runs"] == []
+    assert record["removed_events"] == 0
+
+
+def test_time_qc_record_holds_bins_rate_and_population_means():
+    rng, t, x, bright = acquisition(n=60_000)
+    keep, record = time_qc(t, {"A": x})
+    assert record["bins"] == 120  # 60,000 events / 500 per bin
+    edges = np.asarray(record["edges"])
+    assert edges.size == 121  # (values may be rounded for JSON: compared to 6 digits)
+    assert edges[0] == pytest.approx(t.min(), rel=1e-5) and edges[-1] == pytest.approx(t.max(), rel=1e-5)
+    rate = np.asarray(record["rate"], dtype=np.float64)
+    assert rate.size == 120
+    assert np.sum(rate * np.diff(edges)) == pytest.approx(60_000, rel=1e-3)  # events per time unit
+    assert np.median(rate) == pytest.approx(600.0, rel=0.05)  # 60,000 events over 100 s
+    signal = record["signals"]["A"]
+    assert len(signal["cuts"]) == 1 and 1.0 < signal["cuts"][0] < 2.0  # the valley between 0 and 3
+    means = np.asarray(signal["means"], dtype=np.float64)  # population x bin
+    assert means.shape == (2, 120)
+    assert np.allclose(means[0], 0.0, atol=0.06) and np.allclose(means[1], 3.0, atol=0.08)
+    json.dumps(record)  # JSON-ready
+
+
+def test_time_qc_removes_a_clog():
+    rng, t, x, _ = acquisition()
+    drop = thinned(t, rng, [(40.0, 50.0)])  # 10 s at a tenth of the rate
+    t, x = t[~drop], x[~drop]
+    keep, record = time_qc(t, {"A": x}, max_bins=100)  # 100 bins of 1 s
+    assert runs(record) == [(39, 50)] or runs(record) == [(39, 49)] or runs(record) == [(40, 49)]
+    run = record["removed_runs"][0]
+    assert run["why"] == ["event rate"]
+    assert run["start"] <= 40.0 and run["stop"] >= 50.0
+    inside = (t >= 40.0) & (t < 50.0)
+    assert not keep[inside].any()  # every event of the clog is removed ...
+    assert keep[(t < 38.0) | (t >= 52.0)].all()  # ... and nothing far from it
+    assert record["removed_events"] == int((~keep).sum())
+
+
+def test_time_qc_removes_a_signal_shift_of_one_population_in_the_last_bins():
+    rng, t, x, bright = acquisition()
+    shifted = bright & (t >= 85.0)
+    x = x.copy()
+    x[shifted] -= 0.3  # the bright population loses ~25% of its signal in the last 15 s
+    keep, record = time_qc(t, {"A": x}, max_bins=100)
+    assert len(record["removed_runs"]) == 1
+    run = record["removed_runs"][0]
+    assert run["why"] == ["A signal"]
+    assert run["last_bin"] == 99 and run["first_bin"] in (83, 84, 85)
+    assert not keep[t >= 85.0].any()
+    assert keep[t < 83.0].all()
+    # the negative population did not move: its means are not what was flagged
+    means = np.asarray(record["signals"]["A"]["means"], dtype=np.float64)
+    assert np.ptp(means[0]) < 0.1 and means[1, 90:].mean() == pytest.approx(2.7, abs=0.05)
+
+
+def test_time_qc_respects_consecutive_bins():
+    rng, t, x, _ = acquisition(seed=1)
+    drop = thinned(t, rng, [(40.0, 42.0)])  # 2 s thinned: a short run of deviating bins
+    t, x = t[~drop], x[~drop]
+    keep, record = time_qc(t, {"A": x}, max_bins=100)
+    flagged = record["flagged"]
+    assert 3 <= len(flagged) < DEFAULTS["consecutive_bins"]
+    assert flagged == list(range(flagged[0], flagged[-1] + 1))  # one run ...
+    assert keep.all() and record["removed_runs"] == []  # ... shorter than 5 bins: kept
+    keep, record = time_qc(t, {"A": x}, max_bins=100, consecutive_bins=len(flagged))
+    assert runs(record) == [(flagged[0], flagged[-1])]
+    assert not keep[(t >= 40.0) & (t < 42.0)].any()
+    keep, record = time_qc(t, {"A": x}, max_bins=100, consecutive_bins=len(flagged) + 1)
+    assert keep.all()
+
+
+@pytest.mark.parametrize("gap, joined", [(6.0, True), (8.0, False)])
+def test_time_qc_joins_runs_separated_by_short_gaps(gap, joined):
+    rng, t, x, _ = acquisition(seed=1)
+    drop = thinned(t, rng, [(40.0, 42.0), (42.0 + gap, 44.0 + gap)])  # two short clogs
+    t, x = t[~drop], x[~drop]
+    keep, record = time_qc(t, {"A": x}, max_bins=100)
+    flagged = np.asarray(record["flagged"])
+    split = np.flatnonzero(np.diff(flagged) > 1)
+    assert split.size == 1  # two runs of flagged bins, each shorter than 5
+    first, second = flagged[: split[0] + 1], flagged[split[0] + 1 :]
+    assert first.size < 5 and second.size < 5
+    unflagged_between = second[0] - first[-1] - 1
+    if joined:
+        assert unflagged_between == 4  # closer than consecutive_bins: joined, gap bins included
+        assert runs(record) == [(first[0], second[-1])]
+        assert record["removed"] == list(range(first[0], second[-1] + 1))
+    else:
+        assert unflagged_between == 6
+        assert record["removed_runs"] == [] and keep.all()
+
+
+def test_time_qc_judges_signals_on_kept_events_only():
+    rng, t, x, bright = acquisition()
+    x = x.copy()
+    late = t >= 85.0
+    x[late & bright] += 0.5  # e.g. events at a margin, set aside before time QC
+    keep, record = time_qc(t, {"A": x}, max_bins=100, keep=~(late & bright))
+    assert keep.all()  # without those events the signal is flat
+    keep, record = time_qc(t, {"A": x}, max_bins=100)
+    assert not keep[late].any()
+
+
+@pytest.mark.parametrize("time", [np.arange(150.0), np.full(5000, 7.0), np.zeros(0)])
+def test_time_qc_skips_too_few_events_or_no_time_span(time):
+    keep, record = time_qc(time, {"A": np.zeros(time.size)})
+    assert keep.shape == time.shape and keep.all()
+    assert "skipped" in record and record["removed_events"] == 0 and record["removed_runs"] == []
+
+
+# -- over-compensation --------------------------------------------------------------------------
+
+
+def test_negative_populations_on_synthetic_values():
+    rng = np.random.default_rng(0)
+    n = 100_000
+    unstained = rng.normal(0.0, 100.0, n)
+    over = unstained.copy()
+    over[: n // 10] -= 3000.0  # 10% of the events pushed far below zero
+    events = np.column_stack([unstained, over]).astype(np.float32)
+    sample = Sample(events, ["B1-A", "B2-A"], ["CD4", "CD8"], ranges=[262144, 262144])
+    found = negative_populations(sample, ["B1-A", "B2-A"])
+    assert found["B1-A"]["spread"] == pytest.approx(100.0, rel=0.05)
+    assert found["B1-A"]["limit"] == pytest.approx(-8 * found["B1-A"]["spread"])
+    assert found["B1-A"]["share"] < 1e-4
+    assert found["B2-A"]["share"] == pytest.approx(0.10, abs=0.005)
+    # a keep mask restricts the events judged
+    kept = negative_populations(sample, ["B2-A"], keep=np.arange(n) >= n // 10)
+    assert kept["B2-A"]["share"] < 1e-4
+
+
+def test_negative_populations_flags_an_over_compensated_channel(samples):
+    sample, _ = samples["clean"]
+    fluorescence = sample.fluorescence_channels
+    right = negative_populations(compensate(sample), fluorescence)
+    assert set(right) == set(fluorescence)
+    assert max(v["share"] for v in right.values()) < 0.001
+    matrix = sample.spillover.matrix.copy()
+    off = ~np.eye(len(matrix), dtype=bool)
+    matrix[off] *= 3.0  # every spillover tripled: CD4 PerCP-Cy5.5 over-subtracted from PE-Cy7 (CD8)
+    wrong = compensate(sample, Spillover(matrix, sample.spillover.channels, "tripled"))
+    found = negative_populations(wrong, fluorescence)
+    assert found["YG780-A"]["share"] > 0.03
+    assert found["B695-A"]["share"] < 0.001  # nothing spills into CD4's detector much
+    result = qc_sample(sample, wrong, gating_channels(sample))
+    assert result.status == "warn"
+    reason = next(r for r in result.reasons if "over-compensation" in r)
+    assert "YG780-A" in reason and "B695-A" not in reason
+    assert result.record["compensation"]["source"] == "tripled"
+    assert result.record["compensation"]["negative"]["YG780-A"]["share"] == pytest.approx(found["YG780-A"]["share"])
+
+
+# -- the sample status --------------------------------------------------------------------------
+
+
+def test_qc_sample_passes_a_clean_sample(samples):
+    sample, _ = samples["clean"]
+    result = qc_sample(sample, compensate(sample), gating_channels(sample))
+    assert result.status == "pass" and result.reasons == []
+    assert result.keep.all()
+    record = result.record
+    assert record["events"] == {"total": 30_000, "kept": 30_000, "removed": 0, "removed_share": 0.0}
+    assert record["time"]["channel"] == "Time" and record["time"]["unit"] == "s"
+    assert record["time"]["removed_runs"] == [] and record["time"]["bins"] == 60
+    assert set(record["time"]["signals"]) == set(sample.fluorescence_channels)
+    assert record["compensation"]["applied"] is True
+    assert record["settings"] == DEFAULTS
+    json.dumps(record)
+
+
+def test_qc_sample_warns_on_margin_events(samples):
+    sample, sim = samples["margin"]
+    result = qc_sample(sample, compensate(sample), gating_channels(sample))
+    assert result.status == "warn"
+    margins = result.record["margins"]
+    assert margins["removed"]["FSC-A"] >= sim.record["margin_events"] > 0.01 * sample.n_events
+    saturated = sample.column("FSC-A") >= 262143
+    assert not result.keep[saturated].any()
+    assert margins["removed_events"] == int((~result.keep).sum())
+    reason = next(r for r in result.reasons if "ceiling" in r)
+    share = 100 * margins["removed_events"] / sample.n_events
+    assert reason.startswith(f"{share:.1f}% of events at a channel's ceiling") and "FSC-A" in reason
+    # below the warn level the margin events are still removed, without a warning
+    quiet = qc_sample(sample, compensate(sample), gating_channels(sample), {"warn_margins": 0.05})
+    assert quiet.status == "pass" and not quiet.keep[saturated].any()
+
+
+def test_qc_sample_status_by_share_removed(samples):
+    sample, _ = samples["margin"]
+    comp = compensate(sample)
+    share = qc_sample(sample, comp, gating_channels(sample)).record["events"]["removed_share"]
+    assert 0.01 < share < 0.04
+    failed = qc_sample(sample, comp, gating_channels(sample), {"fail_removed": share - 0.001})
+    assert failed.status == "fail"
+    assert any(r.startswith(f"QC removed {100 * share:.1f}% of events (fail above") for r in failed.reasons)
+    warned = qc_sample(sample, comp, gating_channels(sample), {"warn_removed": share - 0.001, "warn_margins": 0.5})
+    assert warned.status == "warn"
+    assert any("(warn above" in r for r in warned.reasons)
+    assert not any("ceiling" in r for r in warned.reasons)
+
+
+def test_qc_sample_status_by_events_left(samples):
+    small, _ = samples["small"]
+    result = qc_sample(small, compensate(small), gating_channels(small))
+    assert result.status == "fail"
+    assert any(f"{int(result.keep.sum())} events left after QC (fail below 2000)" == r for r in result.reasons)
+    fewer, _ = samples["fewer"]
+    result = qc_sample(fewer, compensate(fewer), gating_channels(fewer))
+    assert result.status == "warn"
+    assert any("events left after QC (warn below 20000)" in r for r in result.reasons)
+    result = qc_sample(fewer, compensate(fewer), gating_channels(fewer), {"warn_events": 10_000})
+    assert result.status == "pass"
+    result = qc_sample(fewer, compensate(fewer), gating_channels(fewer), {"fail_events": 20_000})
+    assert result.status == "fail"
+
+
+def test_qc_sample_refuses_unknown_settings(samples):
+    sample, _ = samples["clean"]
+    with pytest.raises(QCError) as info:
+        qc_sample(sample, compensate(sample), gating_channels(sample), {"madd": 3, "bin_events": 1000})
+    message = str(info.value)
+    assert "unknown setting madd" in message and "bin_events," not in message.split("known:")[0]
+    for key in DEFAULTS:
+        assert key in message.split("known:")[1]
+
+
+def test_qc_sample_without_time_channel_warns(samples):
+    sample, _ = samples["clean"]
+    no_time = dataclasses.replace(sample, events=sample.events[:, :-1], channels=sample.channels[:-1],
+                                  markers=sample.markers[:-1], ranges=sample.ranges[:-1])
+    assert no_time.time_channel is None
+    result = qc_sample(no_time, compensate(no_time), gating_channels(no_time))
+    assert result.status == "warn"
+    assert result.reasons == ["no time channel: clogs and drifts cannot be found"]
+    assert result.record["time"] == {"skipped": "no time channel"}
+    # turned off in the configuration: recorded, no warning
+    off = qc_sample(sample, compensate(sample), gating_channels(sample), {"time": False})
+    assert off.status == "pass" and off.record["time"] == {"skipped": "time QC off in the configuration"}
+
+
+def test_qc_sample_without_spillover_warns(samples):
+    sample, _ = samples["clean"]
+    bare = dataclasses.replace(sample, spillover=None, metadata={k: v for k, v in sample.metadata.items()
+                                                                 if "SPILL" not in k})
+    with pytest.warns(UserWarning, match="not compensated"):
+        uncompensated = compensate(bare)
+    result = qc_sample(bare, uncompensated, gating_channels(bare))
+    assert result.status == "warn"
+    assert "no spillover matrix: fluorescence was not compensated" in result.reasons
+    assert result.record["compensation"]["applied"] is False
+    # only scatter: nothing needed compensating
+    assert qc_sample(bare, uncompensated, ["FSC-A"]).status == "pass"
+
+
+def test_qc_sample_finds_a_simulated_clog(samples):
+    sample, sim = samples["clog"]
+    result = qc_sample(sample, compensate(sample), gating_channels(sample))
+    assert result.status == "warn"
+    start, stop = sim.record["clog_start_s"], sim.record["clog_stop_s"]
+    [run] = result.record["time"]["removed_runs"]
+    assert "event rate" in run["why"]
+    assert run["start"] <= start + 0.6 and run["stop"] >= stop  # the window (bins of 1.2 s)
+    assert run["stop"] - run["start"] < 2.5 * (stop - start)  # plus the running mean's margin
+    time = sample.column("Time")
+    assert not result.keep[(time >= start + 1.2) & (time < stop)].any()
+    assert 0.05 < result.record["events"]["removed_share"] < 0.15
+    assert any(r.startswith("time QC removed") and "event rate" in r for r in result.reasons)
+
+
+# -- in gate_sample -----------------------------------------------------------------------------
+
+
+def test_gate_sample_excludes_qc_removed_events_and_records_qc(samples):
+    sample, sim = samples["clog"]
+    result = gate_sample(sample)
+    qc = result.qc
+    assert qc is not None and qc.status == "warn"
+    removed = ~qc.keep
+    assert removed.sum() > 0.05 * sample.n_events
+    for name, mask in result.masks.items():
+        assert not (mask & removed).any(), name
+    assert result.masks["cells"].sum() <= qc.keep.sum()
+    assert set(result.populations["qc_status"]) == {"warn"}
+    data = json.loads(result.to_json())
+    assert data["qc"]["status"] == "warn" and data["qc"]["reasons"] == qc.reasons
+    for key in ("margins", "time", "events", "compensation", "settings"):
+        assert key in data["qc"]
+    assert data["qc"]["events"]["kept"] == int(qc.keep.sum())
+    assert data["qc"]["time"]["removed_runs"][0]["first_bin"] == qc.record["time"]["removed_runs"][0]["first_bin"]
+    assert len(data["qc"]["time"]["edges"]) == data["qc"]["time"]["bins"] + 1
+
+
+def test_gate_sample_passes_qc_settings_through(samples):
+    sample, _ = samples["clog"]
+    off = gate_sample(sample, {"qc": {"time": False}})
+    assert off.qc.record["time"] == {"skipped": "time QC off in the configuration"}
+    assert off.qc.status == "pass"
+    assert off.qc.keep.sum() > gate_sample(sample).qc.keep.sum()
+    with pytest.raises(QCError, match="unknown setting bins"):
+        gate_sample(sample, {"qc": {"bins": 10}})
+
+
+def test_gate_sample_excludes_margin_events(samples):
+    sample, _ = samples["margin"]
+    result = gate_sample(sample)
+    assert result.qc.status == "warn"
+    saturated = sample.column("FSC-A") >= 262143
+    assert saturated.sum() > 0.01 * sample.n_events
+    for name, mask in result.masks.items():
+        assert not (mask & saturated).any(), name
+    assert set(result.populations["qc_status"]) == {"warn"}
