@@ -230,7 +230,7 @@ def test_negative_populations_on_synthetic_values():
     sample = Sample(events, ["B1-A", "B2-A"], ["CD4", "CD8"], ranges=[262144, 262144])
     found = negative_populations(sample, ["B1-A", "B2-A"])
     assert found["B1-A"]["spread"] == pytest.approx(100.0, rel=0.05)
-    assert found["B1-A"]["limit"] == pytest.approx(-8 * found["B1-A"]["spread"])
+    assert found["B1-A"]["limit"] == pytest.approx(-6 * found["B1-A"]["spread"])
     assert found["B1-A"]["share"] < 1e-4
     assert found["B2-A"]["share"] == pytest.approx(0.10, abs=0.005)
     # a keep mask restricts the events judged

@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "warn_margins": 0.01,  # share of events at a channel's ceiling that warns
     "warn_events": 20000,  # fewer events kept: about 200 Treg events, a Treg % CV near 7%
     "fail_events": 2000,
-    "negative_sd": 8.0,  # a compensated event below -negative_sd x the negatives' spread ...
+    "negative_sd": 6.0,  # a compensated event below -negative_sd x the negatives' spread ...
     "negative_share": 0.01,  # ... in more than this share of events: an over-compensated population
 }
 
@@ -113,8 +113,10 @@ def time_qc(time: np.ndarray, signals: Mapping[str, np.ndarray], keep: np.ndarra
         Time bins of equal width, about ``bin_events`` events each on average, at most
         ``max_bins`` and at least 10.
     mad : float
-        A bin deviates when its rate or a population's mean signal is more than ``mad`` robust
-        deviations (1.4826 MAD over bins) from the median bin ...
+        A bin deviates when the running mean over 5 bins of its rate or of a population's mean
+        signal is more than ``mad`` robust deviations of that running mean from the median bin
+        (the bin-to-bin noise from 1.4826 MAD of successive differences / sqrt(2), which a slow
+        drift barely moves) ...
     consecutive_bins : int
         ... in a run of at least this many consecutive bins; runs closer than this are joined.
     min_rate_change, min_shift : float
@@ -248,7 +250,7 @@ def _run_bounds(flags: np.ndarray) -> list[tuple[int, int]]:
 
 
 def negative_populations(compensated: Sample, channels: Iterable[str], keep: np.ndarray | None = None,
-                         negative_sd: float = 8.0) -> dict[str, dict[str, float]]:
+                         negative_sd: float = 6.0) -> dict[str, dict[str, float]]:
     """Share of events far below zero in each compensated channel: over-compensation.
 
     Parameters
@@ -269,10 +271,10 @@ def negative_populations(compensated: Sample, channels: Iterable[str], keep: np.
     Notes
     -----
     A correct matrix leaves each population centred where its true signal is, so an unstained
-    population spreads symmetrically around zero. The spread is estimated from the 25% quantile
-    of ``|x|`` among negative events (a half-normal's is 0.3186 sigma), which stays within the
-    unstained population while an over-compensated one holds fewer than three quarters of the
-    negative events.
+    population spreads symmetrically around zero. The spread is estimated from the 10% quantile
+    of ``|x|`` among negative events (a half-normal's is 0.1257 sigma), which stays within the
+    unstained population while an over-compensated one holds fewer than nine tenths of the
+    negative events (a higher quantile is pulled out by the very population it should find).
     """
     out = {}
     for channel in channels:
@@ -282,7 +284,7 @@ def negative_populations(compensated: Sample, channels: Iterable[str], keep: np.
         negative = x[x < 0]
         if negative.size < 100:
             continue
-        spread = float(np.quantile(-negative, 0.25)) / 0.3186
+        spread = float(np.quantile(-negative, 0.10)) / 0.1257
         limit = -negative_sd * spread
         out[channel] = {"spread": spread, "limit": limit, "share": float(np.mean(x < limit))}
     return out
@@ -322,6 +324,11 @@ def qc_sample(sample: Sample, compensated: Sample, channels: Iterable[str],
     keep, margins = margin_events(sample, set(channels) | set(scatter))
     reasons: list[str] = []
     n = sample.n_events
+    if n == 0:
+        return QCResult(keep, "fail", ["the file holds no events"],
+                        {"settings": settings, "events": {"total": 0, "kept": 0, "removed": 0, "removed_share": 0.0},
+                         "margins": {"removed": margins, "removed_events": 0}, "time": {"skipped": "no events"},
+                         "compensation": {}})
     record: dict[str, Any] = {"settings": settings, "events": {"total": n}}
     record["margins"] = {"removed": margins, "removed_events": int(n - keep.sum())}
     time_channel = sample.time_channel
