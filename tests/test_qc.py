@@ -246,16 +246,16 @@ def test_negative_populations_flags_an_over_compensated_channel(samples):
     assert max(v["share"] for v in right.values()) < 0.001
     matrix = sample.spillover.matrix.copy()
     off = ~np.eye(len(matrix), dtype=bool)
-    matrix[off] *= 3.0  # every spillover tripled: CD4 PerCP-Cy5.5 over-subtracted from PE-Cy7 (CD8)
-    wrong = compensate(sample, Spillover(matrix, sample.spillover.channels, "tripled"))
+    matrix[off] *= 2.0  # every spillover doubled: CD4 PerCP-Cy5.5 over-subtracted from PE-Cy7 (CD8)
+    wrong = compensate(sample, Spillover(matrix, sample.spillover.channels, "doubled"))
     found = negative_populations(wrong, fluorescence)
-    assert found["YG780-A"]["share"] > 0.03
+    assert found["YG780-A"]["share"] > 0.015
     assert found["B695-A"]["share"] < 0.001  # nothing spills into CD4's detector much
     result = qc_sample(sample, wrong, gating_channels(sample))
     assert result.status == "warn"
     reason = next(r for r in result.reasons if "over-compensation" in r)
     assert "YG780-A" in reason and "B695-A" not in reason
-    assert result.record["compensation"]["source"] == "tripled"
+    assert result.record["compensation"]["source"] == "doubled"
     assert result.record["compensation"]["negative"]["YG780-A"]["share"] == pytest.approx(found["YG780-A"]["share"])
 
 
@@ -418,3 +418,11 @@ def test_gate_sample_excludes_margin_events(samples):
     for name, mask in result.masks.items():
         assert not (mask & saturated).any(), name
     assert set(result.populations["qc_status"]) == {"warn"}
+
+
+def test_a_file_without_events_fails_with_that_reason(samples):
+    sample, _ = samples["clean"]
+    empty = sample.with_events(sample.events[:0])
+    result = qc_sample(empty, compensate(empty), gating_channels(empty))
+    assert result.status == "fail" and result.reasons == ["the file holds no events"]
+    assert result.keep.shape == (0,)
