@@ -1,0 +1,426 @@
+"""The QC report without a browser: binned gate views (treganalysis.views), the pages
+(treganalysis.report) and the escaping of untrusted text.
+
+One simulated subject is gated once per module (``treganalysis gate``, in process), together
+with a copy of a visit whose ``$CYT`` keyword is HTML markup and a truncated file gated with
+``--record-failure``; the report is written once from a sample sheet whose subject is a
+``<script>`` element. The rendering of the same pages in Chromium is checked by
+tests/test_report_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import treganalysis as ta
+from treganalysis.cli import main
+from treganalysis.errors import TregAnalysisError
+from treganalysis.fcs import write_fcs
+from treganalysis.report import PLOTLY_JS, write_report
+from treganalysis.simulate import simulate_cohort
+from treganalysis.views import BINS_1D, BINS_2D, bin2d, gate_views, load_views, save_views
+
+CYT_MARKUP = "<img src=x onerror=alert(1)>"
+SUBJECT_MARKUP = "<script>alert(1)</script>"
+# a file name is untrusted text too: it reaches the page in the reason a file could not be read
+BAD_NAME = "truncated.fcs" if os.name == "nt" else "<img src=y onerror=alert(2)>.fcs"
+GOOD = ("P01_D0", "P01_D5")
+MAX_PAGE_BYTES = 1_500_000
+
+
+def escaped(markup: str) -> str:
+    return markup.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def plant_cyt(source: Path, path: Path, cyt: str) -> Path:
+    """A copy of an FCS file with ``$CYT`` replaced (events, channels, spillover and the
+    keywords the QC reads are kept)."""
+    sample = ta.read_fcs(source)
+    keep = {k: sample.metadata[k] for k in ("$TIMESTEP", "$DATE", "$BTIM", "$ETIM") if sample.metadata.get(k)}
+    return write_fcs(path, sample.events, sample.channels, sample.markers, ranges=sample.ranges,
+                     spillover=sample.spillover, keywords={**keep, "$CYT": cyt})
+
+
+def section(page: str, heading: str) -> str:
+    """The HTML from ``<h2>heading</h2>`` to the next ``<h2>``."""
+    start = page.index(f"<h2>{heading}")
+    end = page.find("<h2>", start + 4)
+    return page[start:end if end >= 0 else len(page)]
+
+
+def unescape_json(text: str) -> str:
+    """Plotly writes ``<``, ``>`` and ``/`` in a figure's JSON as ``\\u003c`` etc."""
+    return re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+
+
+# -- one gated cohort and its report per module -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    sim = root / "sim"
+    simulate_cohort(sim, subjects=1, events=20_000, seed=5)
+    results = root / "results"
+    for sample_id in GOOD:
+        assert main(["gate", str(sim / "fcs" / f"{sample_id}.fcs"), "--out", str(results / sample_id)]) == 0
+    planted = plant_cyt(sim / "fcs" / "P01_D12.fcs", root / "planted.fcs", CYT_MARKUP)
+    assert main(["gate", str(planted), "--out", str(results / "PLANTED")]) == 0
+    bad = root / BAD_NAME
+    bad.write_bytes((sim / "fcs" / "P01_D33.fcs").read_bytes()[:50_000])
+    assert main(["gate", str(bad), "--record-failure", "--out", str(results / "BAD")]) == 0
+    sheet = root / "sheet.tsv"
+    rows = [("sample_id", "subject", "timepoint", "day", "fcs"),
+            ("P01_D0", "P01", "D0", "0", "sim/fcs/P01_D0.fcs"),
+            ("P01_D5", "P01", "D5", "5", "sim/fcs/P01_D5.fcs"),
+            ("PLANTED", SUBJECT_MARKUP, "D12", "12", "planted.fcs"),
+            ("BAD", "P02", "D33", "33", BAD_NAME)]
+    sheet.write_text("".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    out = root / "report"
+    assert main(["report", "--results", str(results), "--out", str(out), "--sheet", str(sheet)]) == 0
+    pages = {p.stem: p.read_text(encoding="utf-8") for p in (out / "samples").glob("*.html")}
+    return {"root": root, "sim": sim, "results": results, "out": out, "pages": pages,
+            "index": (out / "index.html").read_text(encoding="utf-8"), "ids": [r[0] for r in rows[1:]]}
+
+
+@pytest.fixture(scope="module")
+def gated(built):
+    """A clean visit gated in process: (GatingResult, its views)."""
+    result = ta.gate_sample(ta.read_fcs(built["sim"] / "fcs" / "P01_D0.fcs"))
+    assert result.qc is not None and result.qc.keep.all(), "the clean visit should keep every event"
+    return result, gate_views(result)
+
+
+def drawn(result) -> list[dict]:
+    return [r for r in result.gates if "population" in r and r["status"] == "ok" and r["method"] != "not"]
+
+
+# -- bin2d --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bins", [BINS_2D, 7])
+def test_bin2d_counts_each_event_once_rows_along_y(bins):
+    rng = np.random.default_rng(0)
+    x_range, y_range = (-0.25, 1.0), (0.0, 262144.0)
+    ix, iy = rng.integers(0, bins, 5000), rng.integers(0, bins, 5000)
+    # events at bin centres: the bin of each is known exactly
+    x = x_range[0] + (ix + 0.5) * (x_range[1] - x_range[0]) / bins
+    y = y_range[0] + (iy + 0.5) * (y_range[1] - y_range[0]) / bins
+    counts = bin2d(x, y, x_range, y_range, bins)
+    expected = np.zeros((bins, bins), dtype=np.int64)
+    np.add.at(expected, (iy, ix), 1)
+    assert counts.shape == (bins, bins) and counts.dtype == np.uint32
+    assert counts.sum() == x.size
+    np.testing.assert_array_equal(counts, expected)
+    one = bin2d(np.array([x[0]]), np.array([y[0]]), x_range, y_range, bins)
+    assert one[iy[0], ix[0]] == 1 and one.sum() == 1  # row = y, column = x (a heatmap's z)
+
+
+def test_bin2d_matches_histogram2d_away_from_edges():
+    rng = np.random.default_rng(1)
+    bins = 32
+    x, y = rng.uniform(0, 1, 20_000), rng.normal(0.5, 0.2, 20_000).clip(0.001, 0.999)
+    inside = (np.abs((x * bins) % 1 - 0.5) < 0.49) & (np.abs((y * bins) % 1 - 0.5) < 0.49)
+    x, y = x[inside], y[inside]  # none within float32 rounding of a bin edge
+    reference, _, _ = np.histogram2d(y, x, bins=bins, range=[(0, 1), (0, 1)])
+    np.testing.assert_array_equal(bin2d(x, y, (0.0, 1.0), (0.0, 1.0), bins), reference)
+
+
+def test_bin2d_clips_out_of_range_events_to_the_edges():
+    bins = 16
+    x = np.array([-5.0, -1e30, -np.inf, 0.0, 10.0, 10.0 + 1e-9, 11.0, 1e30, np.inf, 5.0])
+    y = np.array([5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, -3.0])
+    counts = bin2d(x, y, (0.0, 10.0), (0.0, 10.0), bins)
+    assert counts.sum() == x.size  # nothing dropped
+    middle = int(5.0 / 10.0 * bins)
+    assert counts[middle, 0] == 4  # -5, -1e30, -inf and the range's low end
+    assert counts[middle, bins - 1] == 5  # the high end itself and everything above it
+    assert counts[0, middle] == 1  # y below the range: bottom row
+    assert counts.sum() - counts[middle, 0] - counts[middle, bins - 1] - counts[0, middle] == 0
+
+
+# -- gate_views ---------------------------------------------------------------------------------------
+
+
+def test_gate_views_one_view_per_drawn_gate(gated):
+    result, views = gated
+    records = drawn(result)
+    assert [v["population"] for v in views["gates"]] == [r["population"] for r in records]
+    assert {"cells", "singlets", "lymphocytes", "live", "cd3", "cd4", "treg"} <= {v["population"] for v in views["gates"]}
+    assert "tcon" not in {v["population"] for v in views["gates"]}  # a complement has no geometry of its own
+    for view, record in zip(views["gates"], records):
+        channels = list(record["channels"]) + (["SSC-A"] if len(record["channels"]) == 1 else [])
+        assert [view["x"], view["y"]] == channels[:2], view["population"]
+        assert view["parent"] == record["parent"]
+        assert view["counts"].shape == (BINS_2D, BINS_2D) and view["counts"].dtype == np.uint32
+        assert view["x"] in views["axes"] and view["y"] in views["axes"]
+    assert views["sample"] == "P01_D0.fcs" and views["bins"] == BINS_2D
+
+
+def test_gate_views_counts_are_the_parents_events(gated):
+    result, views = gated
+    for view in views["gates"]:
+        parent = result.masks[view["parent"]] if view["parent"] != "root" else result.qc.keep
+        assert int(view["counts"].sum()) == int(parent.sum()) == view["events_in"], view["population"]
+
+
+def test_gate_views_percent_of_parent_is_the_population_table(gated):
+    result, views = gated
+    table = result.populations.set_index("population")
+    for view in views["gates"]:
+        assert view["pct_parent"] == pytest.approx(table.loc[view["population"], "pct_parent"], rel=1e-12), \
+            view["population"]
+        assert view["events_out"] == table.loc[view["population"], "count"]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "bug: when QC removes events, a root gate's view (and the page's title) gives % of the kept events "
+    "while populations.tsv gives % of every event in the file (parent_count = n_events)"))
+def test_percent_of_parent_agrees_when_qc_removed_events(tmp_path):
+    simulate_cohort(tmp_path, subjects=1, events=20_000, seed=3, config={"artefacts": {"margin": 1, "clog": 1}})
+    result = ta.gate_sample(ta.read_fcs(tmp_path / "fcs" / "P01_D0.fcs"))
+    if result.qc is None or result.qc.keep.all():
+        raise RuntimeError("precondition: the artefacts should make the QC remove events")
+    table = result.populations.set_index("population")
+    for view in gate_views(result)["gates"]:
+        assert view["pct_parent"] == pytest.approx(table.loc[view["population"], "pct_parent"]), view["population"]
+
+
+def test_gate_views_geometry(gated):
+    _, views = gated
+    by = {v["population"]: v for v in views["gates"]}
+    assert by["singlets"]["shape"] == "ratio" and by["singlets"]["ratio"] > 0
+    assert by["lymphocytes"]["shape"] == "ellipse" and by["lymphocytes"]["outline"].shape == (2, 121)
+    assert [c["axis"] for c in by["cells"]["cuts"]] == ["x"]
+    assert [(c["axis"], c["threshold"]) for c in by["treg"]["cuts"]] == [("x", "cd25"), ("y", "foxp3")]
+    for view in views["gates"]:
+        for cut in view.get("cuts", []):
+            lo, hi = views["axes"][view[cut["axis"]]]["range"]
+            assert lo <= cut["value"] <= hi, (view["population"], cut)
+
+
+def test_gate_views_one_histogram_per_threshold(gated):
+    result, views = gated
+    records = [r for r in result.gates if "threshold" in r and "population" not in r]
+    assert [t["threshold"] for t in views["thresholds"]] == [r["threshold"] for r in records]
+    assert {"cd3", "cd4", "cd25", "foxp3"} <= {t["threshold"] for t in views["thresholds"]}
+    for th, record in zip(views["thresholds"], records):
+        assert th["channel"] == record["channel"] and th["on"] == record["on"] and th["value"] == record["value"]
+        assert th["counts"].shape == (BINS_1D,) and th["edges"].shape == (BINS_1D + 1,)
+        lo, hi = views["axes"][th["channel"]]["range"]
+        assert th["edges"][0] == pytest.approx(lo) and th["edges"][-1] == pytest.approx(hi)
+        on = result.masks[th["on"]] if th["on"] != "root" else result.qc.keep
+        values = result.transformed.get(th["channel"], result.sample.column(th["channel"]))[on]
+        # the histogram holds the events it was chosen on that fall inside the axis range
+        assert int(th["counts"].sum()) == int(((values >= lo) & (values <= hi)).sum()), th["threshold"]
+        assert th["counts"].sum() >= 0.99 * on.sum()
+
+
+def test_views_file_written_by_gate_is_the_in_process_views(built, gated):
+    _, views = gated
+    saved = load_views(built["results"] / "P01_D0" / "views.npz")
+    assert [v["population"] for v in saved["gates"]] == [v["population"] for v in views["gates"]]
+    for a, b in zip(saved["gates"], views["gates"]):
+        np.testing.assert_array_equal(a["counts"], b["counts"])
+
+
+# -- save_views / load_views --------------------------------------------------------------------------
+
+
+def test_save_load_views_round_trip(gated, tmp_path):
+    _, views = gated
+    path = save_views(views, tmp_path / "views.npz")
+    assert path == tmp_path / "views.npz" and path.is_file()
+    back = load_views(path)
+    assert back["sample"] == views["sample"] and back["bins"] == views["bins"]
+    assert back["axes"] == json.loads(json.dumps(views["axes"]))
+    for kind in ("gates", "thresholds"):
+        assert len(back[kind]) == len(views[kind])
+        for a, b in zip(back[kind], views[kind]):
+            assert set(a) == set(b)
+            for key, value in b.items():
+                if isinstance(value, np.ndarray):
+                    assert isinstance(a[key], np.ndarray) and a[key].dtype == value.dtype, (kind, key)
+                    np.testing.assert_array_equal(a[key], value)
+                else:
+                    assert a[key] == json.loads(json.dumps(value)), (kind, key)
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically, nothing left beside it
+
+
+def test_save_views_of_a_failed_sample_round_trips(tmp_path):
+    empty = {"sample": "x.fcs", "axes": {}, "gates": [], "thresholds": [], "bins": 0}
+    assert load_views(save_views(empty, tmp_path / "v.npz")) == empty
+
+
+def _damaged(kind: str, good: bytes, path: Path) -> None:
+    if kind == "garbage":
+        path.write_bytes(b"\x00\x13\xffgarbage")
+    elif kind == "text":
+        path.write_text("population\tcount\ncells\t12\n")
+    elif kind == "not views":
+        np.savez(path, counts=np.zeros(3))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "flipped bytes":
+        damaged = bytearray(good)
+        for i in range(len(good) // 3, len(good) // 3 + 64):
+            damaged[i] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+    elif kind == "missing":
+        pass
+
+
+ESCAPES = (zipfile.BadZipFile, EOFError, zlib.error)
+
+
+@pytest.mark.parametrize("kind", [
+    "garbage", "text", "not views", "missing",
+    pytest.param("empty", marks=pytest.mark.xfail(strict=True, raises=ESCAPES,
+                                                  reason="bug: load_views lets EOFError through")),
+    pytest.param("truncated", marks=pytest.mark.xfail(strict=True, raises=ESCAPES,
+                                                      reason="bug: load_views lets zipfile.BadZipFile through")),
+    pytest.param("flipped bytes", marks=pytest.mark.xfail(strict=True, raises=ESCAPES,
+                                                          reason="bug: load_views lets BadZipFile/zlib.error through")),
+])
+def test_damaged_views_file_is_an_error_naming_it(built, tmp_path, kind):
+    good = (built["results"] / "P01_D0" / "views.npz").read_bytes()
+    path = tmp_path / "damaged_views.npz"
+    _damaged(kind, good, path)
+    with pytest.raises(TregAnalysisError, match=re.escape(str(path))):
+        load_views(path)
+
+
+# -- the pages ----------------------------------------------------------------------------------------
+
+
+def test_report_files(built):
+    out = built["out"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(
+        ["index.html", PLOTLY_JS] + [f"samples/{s}.html" for s in built["ids"]])
+    from plotly.offline import get_plotlyjs
+
+    assert (out / PLOTLY_JS).read_text(encoding="utf-8") == get_plotlyjs()
+
+
+def test_sample_page_has_a_figure_per_gate_and_threshold(built):
+    page = built["pages"]["P01_D0"]
+    views = load_views(built["results"] / "P01_D0" / "views.npz")
+    gates, thresholds = section(page, "Gating hierarchy"), section(page, "Thresholds")
+    assert gates.count('class="plotly-graph-div"') == len(views["gates"]) >= 7
+    assert thresholds.count('class="plotly-graph-div"') == len(views["thresholds"]) >= 4
+    # each gate's figure in the hierarchy's order, titled with its % of parent
+    titles = unescape_json(gates)
+    at = [titles.index(f"<b>{v['population']}</b> {v['pct_parent']:.2f}% of {v['parent']}") for v in views["gates"]]
+    assert at == sorted(at)
+    names = unescape_json(thresholds)
+    assert all(f"<b>{t['threshold']}</b> on {t['on']}" in names for t in views["thresholds"])
+    ids = re.findall(r'<div id="(fig-\d+)" class="plotly-graph-div"', page)
+    assert len(ids) == len(set(ids)) >= len(views["gates"]) + len(views["thresholds"]) + 1  # + the funnel
+    assert "Populations" in page and "Provenance" in page
+
+
+@pytest.mark.parametrize("sample_id", [*GOOD, "PLANTED", "BAD"])
+def test_page_loads_the_shared_plotly_js_and_stays_small(built, sample_id):
+    page = built["pages"][sample_id]
+    path = built["out"] / "samples" / f"{sample_id}.html"
+    assert path.stat().st_size <= MAX_PAGE_BYTES
+    assert re.findall(r"<script[^>]*\bsrc=\"([^\"]*)\"", page) == [f"../{PLOTLY_JS}"]
+    assert "plotly.js v" not in page and "Copyright 2012" not in page  # the bundle is not inlined
+    inline = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    assert all(len(s) < 200_000 for s in inline)
+    assert '<a href="../index.html">' in page
+
+
+def test_index_links_every_sample_page(built):
+    index = built["index"]
+    links = re.findall(r'<a href="([^"]+)">', index)
+    assert links == [f"samples/{s}.html" for s in built["ids"]]  # the sheet's order
+    for link in links:
+        assert (built["out"] / link).is_file()
+    assert re.findall(r"<script[^>]*\bsrc=\"([^\"]*)\"", index) == [PLOTLY_JS]
+
+
+def test_report_without_a_sheet_lists_the_gated_folders(built, tmp_path):
+    pages = write_report(built["results"], tmp_path / "r")
+    assert sorted(p.name for p in pages) == sorted([*(f"{s}.html" for s in built["ids"]), "index.html"])
+    index = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    assert re.findall(r'<a href="([^"]+)">', index) == [f"samples/{s}.html" for s in sorted(built["ids"])]
+    assert [p.name for p in (tmp_path / "r").rglob("*.js")] == [PLOTLY_JS]
+
+
+def test_report_of_nothing_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", "--results", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 1
+    assert "no gated samples" in capsys.readouterr().err
+
+
+def _row(index: str, sample_id: str) -> str:
+    return next(r for r in re.findall(r"<tr>.*?</tr>", index) if f'href="samples/{sample_id}.html"' in r)
+
+
+def test_failed_sample_page_and_index_row(built):
+    reason = json.loads((built["results"] / "BAD" / "gates.json").read_text())["error"]
+    assert "truncated" in reason
+    page = built["pages"]["BAD"]
+    assert ">failed</span></h1>" in page
+    assert f"<li>{escaped(reason)}</li>" in page
+    assert "could not be gated" in page
+    assert 'class="plotly-graph-div"' not in page
+    row = _row(built["index"], "BAD")
+    assert ">failed</b>" in row and escaped(reason) in row
+    assert "failed: 1" in built["index"]
+    for sample_id in GOOD:
+        assert ">pass</b>" in _row(built["index"], sample_id) or ">warn</b>" in _row(built["index"], sample_id)
+
+
+def test_missing_results_folder_gets_a_failed_page(built, tmp_path):
+    sheet = pd.DataFrame({"sample_id": ["P01_D0", "NEVER_GATED"], "subject": ["P01", "P01"]})
+    write_report(built["results"], tmp_path / "r", sheet)
+    page = (tmp_path / "r" / "samples" / "NEVER_GATED.html").read_text(encoding="utf-8")
+    assert ">failed</span></h1>" in page and "No results" in page
+    row = _row((tmp_path / "r" / "index.html").read_text(encoding="utf-8"), "NEVER_GATED")
+    assert ">failed</b>" in row and "no results" in row
+
+
+@pytest.mark.xfail(strict=True, reason="bug: with a failed sample in the cohort the index shows counts as floats "
+                                       "(20000.0): the columns holding None become float64 and are shown with str()")
+def test_index_shows_event_counts_as_integers(built):
+    total = json.loads((built["results"] / "P01_D0" / "gates.json").read_text())["qc"]["events"]["total"]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", _row(built["index"], "P01_D0"))
+    assert str(total) in cells and f"{total}.0" not in cells
+
+
+# -- untrusted text ------------------------------------------------------------------------------------
+
+
+def test_planted_markup_reached_the_results(built):
+    record = json.loads((built["results"] / "PLANTED" / "gates.json").read_text())
+    assert record["provenance"]["instrument"] == CYT_MARKUP  # the test plants what it means to
+
+
+@pytest.mark.parametrize("markup", [CYT_MARKUP, SUBJECT_MARKUP, BAD_NAME.removesuffix(".fcs")])
+def test_untrusted_text_is_never_written_unescaped(built, markup):
+    texts = {**{f"samples/{k}.html": v for k, v in built["pages"].items()}, "index.html": built["index"]}
+    for name, text in texts.items():
+        assert markup not in text, name
+    assert "<img" not in "".join(texts.values()) and "<script>alert" not in "".join(texts.values())
+
+
+def test_untrusted_text_is_shown_escaped(built):
+    planted, index = built["pages"]["PLANTED"], built["index"]
+    assert f'<td class="l">{escaped(CYT_MARKUP)}</td>' in planted  # provenance: instrument ($CYT)
+    assert f"subject: <b>{escaped(SUBJECT_MARKUP)}</b>" in planted
+    assert f'<td class="l">{escaped(SUBJECT_MARKUP)}</td>' in _row(index, "PLANTED")
+    if os.name != "nt":
+        assert escaped(BAD_NAME) in built["pages"]["BAD"] and escaped(BAD_NAME) in _row(index, "BAD")
