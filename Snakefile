@@ -31,4 +31,5 @@ rule all:
     default_target: True
     input:
         "results/cohort/populations.tsv",
+        rules.stats.output,
         "results/report",

@@ -142,6 +142,21 @@ def _parser() -> argparse.ArgumentParser:
     cohort.add_argument("--out", required=True, metavar="TSV", help="cohort table to write")
     cohort.set_defaults(run=_cohort)
 
+    stats = commands.add_parser(
+        "stats",
+        help="longitudinal Treg-expansion statistics of a cohort table",
+        description="From the cohort table (treganalysis cohort): per subject and visit the value, baseline, fold "
+        "change, log2 fold change and difference of every read-out (longitudinal.tsv); per visit the Wilcoxon "
+        "signed-rank test with the Hodges-Lehmann estimate, a linear mixed model, and with two arms Mann-Whitney "
+        "and the arm x visit interaction, Holm and Benjamini-Hochberg adjusted (tests.tsv); the responder call per "
+        "subject (responders.tsv).",
+    )
+    stats.add_argument("--cohort", required=True, metavar="TSV", help="cohort table (results/cohort/populations.tsv)")
+    stats.add_argument("--out", required=True, metavar="DIR", help="folder for the three tables")
+    stats.add_argument("--config", metavar="YAML", help="a config whose stats: section sets baseline, responder, ...")
+    stats.add_argument("--config-json", metavar="JSON", help="the stats: settings as one JSON mapping (for the workflow)")
+    stats.set_defaults(run=_stats)
+
     report = commands.add_parser(
         "report",
         help="write the HTML QC pages: one per sample and the cohort index",
@@ -153,15 +168,49 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--results", required=True, metavar="DIR", help="folder of per-sample results")
     report.add_argument("--out", required=True, metavar="DIR", help="report folder to write")
     report.add_argument("--sheet", help="sample sheet (TSV)")
+    report.add_argument("--stats", metavar="DIR", help="folder with longitudinal.tsv, tests.tsv and responders.tsv "
+                        "(treganalysis stats): the index then shows the cohort's trajectories, tests and responders")
+    report.add_argument("--config", metavar="YAML", help="a config whose report: section sets dosing_days and "
+                        "healthy_band")
+    report.add_argument("--config-json", metavar="JSON", help="the report: settings as one JSON mapping")
     report.set_defaults(run=_report)
     return parser
+
+
+def _section(args: argparse.Namespace, name: str) -> dict:
+    """One section of --config (YAML), updated by --config-json (that section's settings)."""
+    config = _read_yaml(args.config).get(name) or {} if args.config else {}
+    if args.config_json:
+        try:
+            config = {**config, **json.loads(args.config_json)}
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise TregAnalysisError(f"--config-json: not a JSON mapping: {exc}") from None
+    return config
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from .stats import run_stats  # statsmodels only here, never in gating jobs
+
+    try:
+        cohort = pd.read_csv(args.cohort, sep="\t")
+    except (OSError, ValueError) as exc:
+        raise TregAnalysisError(f"{args.cohort}: cannot read the cohort table: {exc}") from None
+    tables = run_stats(cohort, _section(args, "stats"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        write_tsv_atomic(out / f"{name}.tsv", table)
+    responders = tables["responders"]
+    print(f"wrote longitudinal.tsv, tests.tsv and responders.tsv to {out}: {int(responders['responder'].sum())} of "
+          f"{len(responders)} subjects respond at {responders['timepoint'].iloc[0] if len(responders) else '-'}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report  # plotly only here, never in gating jobs
 
     sheet = load_sample_sheet(args.sheet, check_files=False).reset_index(drop=True) if args.sheet else None
-    pages = write_report(args.results, args.out, sheet)
+    pages = write_report(args.results, args.out, sheet, stats=args.stats, settings=_section(args, "report"))
     print(f"wrote {len(pages) - 1} sample pages and {Path(args.out) / 'index.html'}")
     return 0
 

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
 
 from .transforms import logicle
 
-__all__ = ["funnel_figure", "gate_figure", "spillover_figure", "threshold_figure", "time_figure"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["estimates_figure", "funnel_figure", "gate_figure", "slope_figure", "spillover_figure", "threshold_figure",
+           "time_figure", "trajectory_figure", "visit_medians_figure", "waterfall_figure"]
 
 # A small template of our own: plotly's named templates add ~7 kB of JSON to every figure.
 TEMPLATE = go.layout.Template(layout={
@@ -205,4 +209,130 @@ def funnel_figure(steps: Sequence[tuple[str, int]], width: int = 460) -> go.Figu
     fig = go.Figure(go.Funnel(y=[text(s) for s, _ in steps], x=[int(k) for _, k in steps],
                               textinfo="value+percent initial", marker={"color": "#6b8fd6"}))
     fig.update_layout(template=TEMPLATE, width=width, height=40 + 28 * len(steps), margin={"l": 130, "t": 20})
+    return fig
+
+
+# -- cohort figures ---------------------------------------------------------------------------------
+
+SUBJECT_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                   "#bcbd22", "#17becf"]
+
+
+def trajectory_figure(long: "pd.DataFrame", population: str = "treg", dosing_days: Sequence[float] = (),
+                      healthy_band: Sequence[float] | None = (4.0, 8.0), responders: "pd.DataFrame | None" = None,
+                      width: int = 760) -> go.Figure:
+    """Each subject's read-out against study day, Wilson intervals as error bars, IL-2 doses
+    as ticks, the healthy reference band shaded; responders drawn solid, others dashed."""
+    frame = long[long["population"] == population].sort_values(["subject", "day"])
+    calls = dict(zip(responders["subject"], responders["responder"])) if responders is not None else {}
+    fig = go.Figure()
+    if healthy_band:
+        fig.add_hrect(y0=healthy_band[0], y1=healthy_band[1], fillcolor="#2ca02c", opacity=0.10, line_width=0,
+                      annotation_text="healthy reference", annotation_position="top left", annotation_font_size=10)
+    for i, (subject, rows) in enumerate(frame.groupby("subject", sort=True)):
+        colour = SUBJECT_COLOURS[i % len(SUBJECT_COLOURS)]
+        low = (rows["value"] - rows["value_low"]).to_numpy(dtype=float)
+        high = (rows["value_high"] - rows["value"]).to_numpy(dtype=float)
+        dash = "solid" if calls.get(subject, True) else "dash"
+        label = text(subject) + ("" if subject not in calls else (" (responder)" if calls[subject] else " (non-responder)"))
+        fig.add_trace(go.Scatter(
+            x=rows["day"].to_numpy(dtype=float), y=rows["value"].to_numpy(dtype=float), mode="lines+markers",
+            name=label, line={"color": colour, "dash": dash, "width": 1.8},
+            error_y={"type": "data", "symmetric": False, "array": high, "arrayminus": low, "thickness": 1, "width": 3},
+            customdata=np.stack([rows["timepoint"].astype(str).map(text), rows["fold_change"].to_numpy(dtype=float)], axis=1),
+            hovertemplate=f"{text(subject)} %{{customdata[0]}} (day %{{x}}): %{{y:.2f}}, fold change %{{customdata[1]:.2f}}"
+                          "<extra></extra>"))
+    for day in dosing_days:
+        fig.add_vline(x=float(day), line={"color": "#d62728", "width": 1, "dash": "dot"}, opacity=0.6)
+    unit = text(frame["unit"].iloc[0]) if len(frame) else ""
+    title = f"<b>{text(population)}</b> ({unit}) per subject" + (" · dotted lines: IL-2 doses" if len(dosing_days) else "")
+    fig.update_layout(template=TEMPLATE, width=width, height=420, title={"text": title, "font": {"size": 13}},
+                      legend={"font": {"size": 10}})
+    fig.update_xaxes(title="study day")
+    fig.update_yaxes(title=unit, rangemode="tozero")
+    return fig
+
+
+def slope_figure(long: "pd.DataFrame", timepoint: str, test: "Mapping[str, Any] | None" = None,
+                 population: str = "treg", width: int = 380) -> go.Figure:
+    """Baseline against one visit, one line per subject, with the paired test's result."""
+    frame = long[long["population"] == population]
+    at = frame[(frame["timepoint"].astype(str) == str(timepoint)) & ~frame["is_baseline"]]
+    fig = go.Figure()
+    for i, row in enumerate(at.sort_values("subject").itertuples()):
+        fig.add_trace(go.Scatter(x=["baseline", text(timepoint)], y=[row.baseline, row.value], mode="lines+markers",
+                                 name=text(row.subject), line={"color": SUBJECT_COLOURS[i % len(SUBJECT_COLOURS)]},
+                                 showlegend=False, hovertemplate=f"{text(row.subject)}: %{{y:.2f}}<extra></extra>"))
+    title = f"<b>{text(population)}</b>: baseline vs {text(timepoint)}"
+    if test is not None and test.get("p_value") is not None and np.isfinite(test.get("p_value", np.nan)):
+        title += (f"<br><span style='font-size:10px'>Wilcoxon p = {test['p_value']:.3g} (n = {int(test['n'])}); "
+                  f"Hodges-Lehmann {test['estimate']:+.2f} [{test['ci_low']:.2f}, {test['ci_high']:.2f}]</span>")
+    unit = text(frame["unit"].iloc[0]) if len(frame) else ""
+    fig.update_layout(template=TEMPLATE, width=width, height=420, title={"text": title, "font": {"size": 12}},
+                      margin={"t": 60})
+    fig.update_yaxes(title=unit, rangemode="tozero")
+    return fig
+
+
+def waterfall_figure(responders: "pd.DataFrame", thresholds: Sequence[float] = (1.5, 2.0), width: int = 520) -> go.Figure:
+    """Each subject's log2 fold change at the responder visit, sorted, coloured by the call."""
+    frame = responders.assign(log2_fc=np.log2(responders["fold_change"].where(responders["fold_change"] > 0)))
+    frame = frame.sort_values("log2_fc", ascending=False)
+    colours = np.where(frame["responder"], "#1a7f37", "#9e9e9e")
+    fig = go.Figure(go.Bar(x=frame["subject"].map(text), y=frame["log2_fc"].to_numpy(dtype=float),
+                           marker={"color": colours},
+                           customdata=np.stack([frame["fold_change"].to_numpy(dtype=float),
+                                                frame["rcv"].to_numpy(dtype=float)], axis=1),
+                           hovertemplate="%{x}: fold change %{customdata[0]:.2f} (RCV %{customdata[1]:.2f})<extra></extra>"))
+    for t in thresholds:
+        fig.add_hline(y=float(np.log2(t)), line={"color": "#d62728", "dash": "dash", "width": 1},
+                      annotation_text=f"{t:g}x", annotation_position="right", annotation_font_size=10)
+    timepoint = text(frame["timepoint"].iloc[0]) if len(frame) else ""
+    n = int(frame["responder"].sum())
+    fig.update_layout(template=TEMPLATE, width=width, height=420,
+                      title={"text": f"<b>log2 fold change at {timepoint}</b><br><span style='font-size:10px'>"
+                                     f"{n} of {len(frame)} responders (green): fold change and change beyond RCV</span>",
+                             "font": {"size": 12}}, margin={"t": 60, "r": 40})
+    fig.update_yaxes(title="log2 fold change")
+    return fig
+
+
+def estimates_figure(tests: "pd.DataFrame", population: str = "treg", test: str = "mixed_model",
+                     width: int = 460) -> go.Figure | None:
+    """A test's estimates per visit with their intervals (e.g. the mixed model's)."""
+    rows = tests[(tests["population"] == population) & (tests["test"] == test)].dropna(subset=["estimate"])
+    if rows.empty:
+        return None
+    fig = go.Figure(go.Scatter(
+        x=rows["estimate"].to_numpy(dtype=float), y=rows["timepoint"].map(text), mode="markers",
+        marker={"size": 9, "color": "#1f77b4"},
+        error_x={"type": "data", "symmetric": False,
+                 "array": (rows["ci_high"] - rows["estimate"]).to_numpy(dtype=float),
+                 "arrayminus": (rows["estimate"] - rows["ci_low"]).to_numpy(dtype=float)},
+        customdata=rows[["p_value", "p_adjusted"]].to_numpy(dtype=float),
+        hovertemplate="%{y}: %{x:.3f}, p %{customdata[0]:.3g} (adjusted %{customdata[1]:.3g})<extra></extra>"))
+    fig.add_vline(x=0.0, line={"color": "#444", "width": 1})
+    scale = text(rows["estimate_scale"].iloc[0])
+    fig.update_layout(template=TEMPLATE, width=width, height=120 + 40 * len(rows),
+                      title={"text": f"<b>{text(population)}</b>: {text(test.replace('_', ' '))}, 95% CI", "font": {"size": 12}})
+    fig.update_xaxes(title=scale)
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def visit_medians_figure(long: "pd.DataFrame", populations: Sequence[str], title: str, width: int = 460) -> go.Figure | None:
+    """Median over subjects per visit of one or more read-outs (e.g. CD25 on Treg and Tcon)."""
+    frame = long[long["population"].isin(populations)]
+    if frame.empty:
+        return None
+    fig = go.Figure()
+    for i, (population, rows) in enumerate(frame.groupby("population", sort=False)):
+        med = rows.groupby("day")["value"].median()
+        fig.add_trace(go.Scatter(x=med.index.to_numpy(dtype=float), y=med.to_numpy(dtype=float), mode="lines+markers",
+                                 name=text(population), line={"color": SUBJECT_COLOURS[i % len(SUBJECT_COLOURS)]}))
+    unit = text(frame["unit"].iloc[0])
+    fig.update_layout(template=TEMPLATE, width=width, height=320, title={"text": f"<b>{text(title)}</b> (median of subjects)",
+                                                                         "font": {"size": 12}}, legend={"font": {"size": 10}})
+    fig.update_xaxes(title="study day")
+    fig.update_yaxes(title=unit)
     return fig

@@ -20,7 +20,13 @@ from ._files import write_bytes_atomic
 from .errors import TregAnalysisError
 from .views import load_views
 
-__all__ = ["index_page", "sample_page", "write_plotly_js", "write_report"]
+__all__ = ["DEFAULTS", "index_page", "sample_page", "write_plotly_js", "write_report"]
+
+DEFAULTS: dict[str, Any] = {
+    "dosing_days": [],  # study days of IL-2 doses, marked on the trajectories
+    "healthy_band": [4.0, 8.0],  # healthy Treg % of CD4 shaded on the trajectories (domain.md 5.4 [U])
+    "population": "treg",  # the headline read-out
+}
 
 PLOTLY_JS = "plotly.min.js"
 FUNNEL = ("cells", "singlets", "lymphocytes", "live", "cd3", "cd4", "treg")
@@ -230,23 +236,78 @@ def _provenance(record: Mapping[str, Any]) -> str:
     return _table(frame, left=("what", "value"))
 
 
-def index_page(samples: pd.DataFrame, js: str = PLOTLY_JS) -> str:
-    """The cohort index: every sample's QC status, key numbers and a link to its page.
+def index_page(samples: pd.DataFrame, cohort: Mapping[str, pd.DataFrame] | None = None,
+               settings: Mapping[str, Any] | None = None, js: str = PLOTLY_JS) -> str:
+    """The cohort page: the Treg expansion (when statistics are given) and every sample's QC.
 
     Parameters
     ----------
     samples : DataFrame
         One row per sample: ``sample_id``, ``qc_status`` and any of ``subject``, ``timepoint``,
         ``day``, ``events``, ``cd4_events``, ``treg_events``, ``treg_pct_cd4``, ``reason``.
+    cohort : mapping, optional
+        ``longitudinal``, ``tests`` and ``responders`` tables (:func:`treganalysis.stats.run_stats`).
+    settings : mapping, optional
+        ``dosing_days``, ``healthy_band``, ``population`` (see ``DEFAULTS``).
     """
+    cfg = {**DEFAULTS, **(settings or {})}
     links = {"sample_id": {s: f"samples/{s}.html" for s in samples["sample_id"]}}
     counts = samples["qc_status"].value_counts().to_dict() if "qc_status" in samples else {}
     summary = ", ".join(f"{_e(k)}: {v}" for k, v in sorted(counts.items()))
-    body = (f"<h1>treganalysis: cohort QC</h1><p>{len(samples)} samples ({summary}). Each sample's page shows "
-            "every gate on its data, the method behind each threshold and the acquisition QC.</p>"
-            + _table(samples, left=("sample_id", "subject", "timepoint", "qc_status", "reason"),
-                     formats={"treg_pct_cd4": ".2f", "day": "g"}, links=links))
-    return _page("treganalysis cohort QC", body, js)
+    parts = ["<h1>treganalysis: cohort report</h1>"]
+    if cohort is not None:
+        parts.append(_cohort_section(cohort, cfg))
+    parts.append(f"<h2>Samples and QC</h2><p>{len(samples)} samples ({summary}). Each sample's page shows every "
+                 "gate on its data, the method behind each threshold and the acquisition QC.</p>")
+    parts.append(_table(samples, left=("sample_id", "subject", "timepoint", "qc_status", "reason"),
+                        formats={"treg_pct_cd4": ".2f", "day": "g"}, links=links))
+    return _page("treganalysis cohort report", "\n".join(parts), js)
+
+
+def _cohort_section(cohort: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> str:
+    from .plot import estimates_figure, slope_figure, trajectory_figure, visit_medians_figure, waterfall_figure
+
+    long, tests, calls = cohort["longitudinal"], cohort["tests"], cohort["responders"]
+    population = cfg["population"]
+    figures = 0
+
+    def figure(fig) -> str:
+        nonlocal figures
+        if fig is None:
+            return ""
+        figures += 1
+        return f"<div>{_figure_html(fig, f'cohort-{figures}', toolbar=False)}</div>"
+
+    timepoint = str(calls["timepoint"].iloc[0]) if len(calls) else None
+    n_resp = int(calls["responder"].sum()) if len(calls) else 0
+    at = long[(long["population"] == population) & ~long["is_baseline"] & (long["timepoint"].astype(str) == timepoint)]
+    wilcoxon = tests[(tests["population"] == population) & (tests["test"] == "wilcoxon")
+                     & (tests["timepoint"].astype(str) == timepoint)]
+    test_row = wilcoxon.iloc[0].to_dict() if len(wilcoxon) else None
+    headline = (f"<p>At <b>{_e(timepoint)}</b> the median fold change of {_e(population)} is "
+                f"<b>{at['fold_change'].median():.2f}</b> over {at['subject'].nunique()} subjects; "
+                f"<b>{n_resp}</b> of {len(calls)} are responders (fold change &ge; the threshold and beyond the "
+                f"reference change value)")
+    if test_row is not None and pd.notna(test_row.get("p_value")):
+        headline += f"; Wilcoxon signed-rank p = {test_row['p_value']:.3g} (Holm {test_row['p_holm']:.3g})"
+    headline += ".</p>"
+    non = calls[~calls["responder"]]["subject"].tolist()
+    if non:
+        headline += "<p>Low or non-responders: " + ", ".join(f"<b>{_e(s)}</b>" for s in non) + "</p>"
+    parts = ["<h2>Treg expansion</h2>", headline, "<div class=\"strip\">",
+             figure(trajectory_figure(long, population, cfg.get("dosing_days") or (), cfg.get("healthy_band"), calls)),
+             figure(slope_figure(long, timepoint, test_row, population)) if timepoint else "",
+             figure(waterfall_figure(calls)), figure(estimates_figure(tests, population)),
+             figure(visit_medians_figure(long, ["cd25_mfi_treg", "cd25_mfi_tcon"], "CD25 on Treg and Tcon")),
+             figure(visit_medians_figure(long, ["treg_tcon_ratio"], "Treg/Tcon ratio")), "</div>"]
+    parts.append("<h3>Responders</h3>" + _table(calls, left=("subject", "timepoint", "arm"),
+                                                formats={"fold_change": ".2f", "rcv": ".3f", "cv_analytic": ".3f",
+                                                         "value": ".2f", "baseline": ".2f"}))
+    shown = tests[tests["population"] == population]
+    parts.append(f"<h3>Tests of {_e(population)} (all read-outs in tests.tsv)</h3>" + _table(
+        shown, left=("population", "timepoint", "test", "estimate_scale", "note"),
+        formats={c: ".3g" for c in ("statistic", "p_value", "p_holm", "p_adjusted", "estimate", "ci_low", "ci_high")}))
+    return "\n".join(parts)
 
 
 def _sample_summary(sample_id: str, folder: Path, info: Mapping[str, Any]) -> dict[str, Any]:
@@ -270,7 +331,8 @@ def _sample_summary(sample_id: str, folder: Path, info: Mapping[str, Any]) -> di
     return row
 
 
-def write_report(samples: str | Path, out: str | Path, sheet: pd.DataFrame | None = None) -> list[Path]:
+def write_report(samples: str | Path, out: str | Path, sheet: pd.DataFrame | None = None,
+                 stats: str | Path | None = None, settings: Mapping[str, Any] | None = None) -> list[Path]:
     """Write the QC site: ``plotly.min.js``, ``samples/{id}.html`` per sample and ``index.html``.
 
     Parameters
@@ -281,6 +343,11 @@ def write_report(samples: str | Path, out: str | Path, sheet: pd.DataFrame | Non
         The report folder (``results/report``).
     sheet : DataFrame, optional
         Sample sheet (``sample_id`` and its columns) for the pages' headers and the index.
+    stats : path, optional
+        Folder with ``longitudinal.tsv``, ``tests.tsv``, ``responders.tsv``: the index then
+        shows the cohort's expansion.
+    settings : mapping, optional
+        The index's ``dosing_days``, ``healthy_band``, ``population`` (``DEFAULTS``).
 
     Returns
     -------
@@ -305,5 +372,16 @@ def write_report(samples: str | Path, out: str | Path, sheet: pd.DataFrame | Non
             else _page(sample_id, f"<h1>{_e(sample_id)} {_badge('failed')}</h1><p>No results.</p>", f"../{PLOTLY_JS}")
         written.append(write_bytes_atomic(out / "samples" / f"{sample_id}.html", page.encode("utf-8")))
     summary = pd.DataFrame([_sample_summary(s, samples / s, infos.get(s, {})) for s in ids])
-    written.append(write_bytes_atomic(out / "index.html", index_page(summary).encode("utf-8")))
+    cohort = None
+    if stats is not None:
+        try:
+            cohort = {name: pd.read_csv(Path(stats) / f"{name}.tsv", sep="\t", dtype={"subject": str, "timepoint": str})
+                      for name in ("longitudinal", "tests", "responders")}
+        except (OSError, ValueError) as exc:
+            raise TregAnalysisError(f"{stats}: cannot read the statistics tables ({exc}); run treganalysis stats first") from None
+    unknown = sorted(set(settings or {}) - set(DEFAULTS))
+    if unknown:
+        raise TregAnalysisError(f"report: unknown setting {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+    page = index_page(summary, cohort, settings)
+    written.append(write_bytes_atomic(out / "index.html", page.encode("utf-8")))
     return written

@@ -14,3 +14,21 @@ rule cohort:
     shell:
         "python -m treganalysis cohort --sheet {input.sheet:q} --results results/samples --out {output:q} > {log:q} 2>&1"
 
+
+
+rule stats:
+    input:
+        "results/cohort/populations.tsv",
+    output:
+        longitudinal=report("results/cohort/longitudinal.tsv", caption="../report/longitudinal.rst", category="Cohort"),
+        tests=report("results/cohort/tests.tsv", caption="../report/tests.rst", category="Cohort"),
+        responders=report("results/cohort/responders.tsv", caption="../report/responders.rst", category="Cohort"),
+    params:
+        settings=STATS_SETTINGS,
+    log:
+        "logs/stats.log",
+    conda:
+        "../envs/treganalysis.yaml"
+    shell:
+        "python -m treganalysis stats --cohort {input:q} --out results/cohort --config-json {params.settings:q}"
+        " > {log:q} 2>&1"

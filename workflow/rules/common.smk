@@ -11,7 +11,7 @@ from snakemake.utils import validate
 
 from treganalysis.errors import TregAnalysisError
 from treganalysis.sheet import load_sample_sheet
-from treganalysis.simulate import cohort_plan
+from treganalysis.simulate import PRESETS, cohort_plan
 
 
 def _config_problems(schema_file):
@@ -67,6 +67,13 @@ if POOL_BY != "none":
 # variable is required of the user, so no envvars directive.
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p),
                   PATH=os.pathsep.join(p for p in (os.path.dirname(sys.executable), os.environ.get("PATH")) if p))
+
+# The statistics' and the cohort page's settings, one JSON argument each; the demo marks its doses.
+STATS_SETTINGS = json.dumps(config["stats"])
+_report = dict(config["report"])
+if DEMO and not _report["dosing_days"]:
+    _report["dosing_days"] = PRESETS[config["demo"]["visits"]]["doses"]
+REPORT_SETTINGS = json.dumps(_report)
 
 # What treganalysis gate reads from the configuration, passed to each job as one JSON argument.
 GATING_SETTINGS = json.dumps({k: config[k] for k in ("panel", "compensation", "qc", "transform", "gating")})
