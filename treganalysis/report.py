@@ -81,7 +81,7 @@ def _table(frame: pd.DataFrame, left: Sequence[str] = (), formats: Mapping[str, 
     for values in frame.itertuples(index=False):
         cells = []
         for column, value in zip(frame.columns, values):
-            if isinstance(value, float) and pd.isna(value):
+            if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
                 shown = ""
             elif column in formats and isinstance(value, (int, float)):
                 shown = format(value, formats[column])
@@ -372,6 +372,9 @@ def write_report(samples: str | Path, out: str | Path, sheet: pd.DataFrame | Non
             else _page(sample_id, f"<h1>{_e(sample_id)} {_badge('failed')}</h1><p>No results.</p>", f"../{PLOTLY_JS}")
         written.append(write_bytes_atomic(out / "samples" / f"{sample_id}.html", page.encode("utf-8")))
     summary = pd.DataFrame([_sample_summary(s, samples / s, infos.get(s, {})) for s in ids])
+    for column in ("events", "cd4_events", "treg_events"):  # counts stay integers beside a failed sample's blanks
+        if column in summary:
+            summary[column] = pd.to_numeric(summary[column], errors="coerce").astype("Int64")
     cohort = None
     if stats is not None:
         try:

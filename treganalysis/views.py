@@ -9,6 +9,8 @@ never imports plotly.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,6 +192,7 @@ def load_views(path: str | Path) -> dict[str, Any]:
                     for key, value in list(item.items()):
                         if isinstance(value, dict) and set(value) == {"array"}:
                             item[key] = archive[value["array"]]
-    except (OSError, ValueError, KeyError) as exc:
-        raise TregAnalysisError(f"{path}: not a views file written by treganalysis ({exc})") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise TregAnalysisError(f"{path}: not a views file written by treganalysis ({type(exc).__name__}: {exc}); "
+                                "gate the sample again") from None
     return meta

@@ -207,7 +207,7 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     fitted.update(_fmo_thresholds(fmo or {}, config, template, transforms))
     engine = _Engine(comp, transformed, transforms, panel, template, fitted)
     engine.run(qc.keep)
-    populations = population_table(comp, engine.masks, engine.parents, panel, engine.status)
+    populations = population_table(comp, engine.masks, engine.parents, panel, engine.status, root=qc.keep)
     populations.insert(3, "qc_status", qc.status)
     provenance = {
         "file": str(sample.path) if sample.path else None,
@@ -656,8 +656,12 @@ class _NotAvailable(Exception):
 
 
 def population_table(sample: Sample, masks: Mapping[str, np.ndarray], parents: Mapping[str, str],
-                     panel: Mapping[str, str | None], status: Mapping[str, str] | None = None) -> pd.DataFrame:
+                     panel: Mapping[str, str | None], status: Mapping[str, str] | None = None,
+                     root: np.ndarray | None = None) -> pd.DataFrame:
     """Count, % of parent, % of CD4 with Wilson 95% intervals, and marker medians per population.
+
+    ``root`` is the events the hierarchy started from (acquisition QC's keep-mask; default all
+    events): the parent of the first gate.
 
     Medians are of compensated, untransformed values (domain.md: MFIs in linear units). A
     population whose gate is NA (too few events) keeps its count but has no percentages.
@@ -671,7 +675,8 @@ def population_table(sample: Sample, masks: Mapping[str, np.ndarray], parents: M
     for name, mask in masks.items():
         count = int(mask.sum())
         parent = parents.get(name)
-        n_parent = int(masks[parent].sum()) if parent in masks else int(sample.n_events)
+        n_parent = (int(masks[parent].sum()) if parent in masks
+                    else int(root.sum()) if root is not None else int(sample.n_events))
         state = (status or {}).get(name, "ok")
         row: dict[str, Any] = {"population": name, "parent": parent, "status": state, "count": count,
                                "parent_count": n_parent}
