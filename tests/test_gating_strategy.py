@@ -288,7 +288,8 @@ def test_population_table_counts_and_percentages(gated):
     for row in table.itertuples():
         mask = result.mask(row.population)
         assert row.count == mask.sum()
-        n_parent = result.mask(row.parent).sum() if row.parent in result.masks else result.sample.n_events
+        # the first gate's parent is the events acquisition QC kept
+        n_parent = result.mask(row.parent).sum() if row.parent in result.masks else result.qc.keep.sum()
         assert row.parent_count == n_parent
         assert row.pct_parent == pytest.approx(100.0 * row.count / n_parent)
         low, high = wilson(row.count, n_parent)
