@@ -82,7 +82,7 @@ def readouts(cohort: pd.DataFrame, exclude_qc: tuple[str, ...] | list[str] = ("f
     -------
     DataFrame
         ``sample_id, subject, timepoint, day, arm, population, unit, value, value_low,
-        value_high, n``: populations under CD4 as % of CD4 (``n`` = CD4 events), the others as
+        value_high, n`` (and ``days_since_dose`` when the table has it): populations under CD4 as % of CD4 (``n`` = CD4 events), the others as
         % of parent; ``treg_tcon_ratio``; ``cd25_mfi_treg`` and ``cd25_mfi_tcon`` (median CD25,
         compensated linear units); ``treg_per_ul`` and ``cd4_per_ul`` when the sheet gives
         ``lymphocytes_per_ul`` (lymphocytes/uL x share of live lymphocytes).
@@ -104,6 +104,8 @@ def readouts(cohort: pd.DataFrame, exclude_qc: tuple[str, ...] | list[str] = ("f
     ok = table["status"].fillna("ok").eq("ok") if "status" in table else pd.Series(True, index=table.index)
     under_cd4 = table["pct_cd4"].notna() & (table["population"] != "cd4") if "pct_cd4" in table else ok & False
     rows = table[["sample_id", "subject", "timepoint", "day", "population"]].copy()
+    if "days_since_dose" in table:  # a covariate of the mixed model when the sheet gives it
+        rows["days_since_dose"] = pd.to_numeric(table["days_since_dose"], errors="coerce")
     rows["arm"] = table["arm"].astype(str) if "arm" in table else ""
     rows["unit"] = np.where(under_cd4, PERCENT_OF_CD4, "% of parent")
     for column in ("", "_low", "_high"):
@@ -128,7 +130,8 @@ def _derived(table: pd.DataFrame) -> pd.DataFrame:
     out = []
 
     def add(name: str, unit: str, values: pd.Series, n: pd.Series | None = None) -> None:
-        frame = info.loc[values.index, ["subject", "timepoint", "day"]].copy()
+        frame = info.loc[values.index, [c for c in ("subject", "timepoint", "day", "days_since_dose")
+                                        if c in info]].copy()
         frame["sample_id"] = values.index
         frame["arm"] = info.loc[values.index, "arm"].astype(str) if "arm" in info else ""
         frame["population"], frame["unit"], frame["value"] = name, unit, values.astype(float).to_numpy()
@@ -199,6 +202,7 @@ def longitudinal(values: pd.DataFrame, baseline: Mapping[str, Any] | None = None
     table["delta_pp"] = table["value"] - table["baseline"]
     columns = ["subject", "timepoint", "day", "population", "value", "baseline", "fold_change", "log2_fc", "delta_pp",
                "value_low", "value_high", "n", "unit", "arm", "is_baseline", "sample_id"]
+    columns += [c for c in ("days_since_dose",) if c in table]
     return table[columns].sort_values(["population", "subject", "day"], kind="stable").reset_index(drop=True)
 
 
