@@ -327,21 +327,9 @@ def cohort_tests(long: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
             rows.append(row)
         usable = frame[np.isfinite(frame["value"])]
         if usable["subject"].nunique() >= 3 and len(visits) and usable["is_baseline"].any():
-            try:
-                fit, note = _mixed_model(usable)
-            except (ValueError, np.linalg.LinAlgError) as exc:
-                fit, note = None, f"mixed model failed: {exc}"[:200]
             scale = "logit" if frame["unit"].iloc[0].startswith("%") else "log"
-            for timepoint in visits:
-                term = f"C(visit, Treatment('baseline'))[T.{timepoint}]"
-                row = {"population": population, "timepoint": timepoint, "test": "mixed_model",
-                       "n": int(usable[usable["timepoint"].astype(str) == timepoint]["subject"].nunique()),
-                       "estimate_scale": f"{scale} difference from baseline", "note": note}
-                if fit is not None and term in fit.params.index:
-                    estimate, se = float(fit.params[term]), float(fit.bse[term])
-                    row.update(statistic=float(fit.tvalues[term]), p_value=float(fit.pvalues[term]), estimate=estimate,
-                               ci_low=estimate - z * se, ci_high=estimate + z * se)
-                rows.append(row)
+            rows += _model_rows(usable, population, visits, z, "mixed_model", f"{scale} difference from baseline",
+                                lambda t: f"C(visit, Treatment('baseline'))[T.{t}]")
         rows += _arm_tests(frame, population, visits, z)
     table = pd.DataFrame(rows)
     columns = ["population", "timepoint", "test", "n", "statistic", "p_value", "p_holm", "p_adjusted", "estimate",
@@ -384,18 +372,28 @@ def _arm_tests(frame: pd.DataFrame, population: str, visits: list[str], z: float
                        estimate=float(np.median(b) - np.median(a)))
         rows.append(row)
     usable = frame[np.isfinite(frame["value"])]
+    return rows + _model_rows(usable, population, visits, z, "mixed_model_arm_x_visit",
+                              f"difference of {second} from {first} in the change from baseline",
+                              lambda t: f"C(visit, Treatment('baseline'))[T.{t}]:C(arm)[T.{second}]", arms=True)
+
+
+def _model_rows(usable: pd.DataFrame, population: str, visits: list[str], z: float, test: str, scale: str,
+                term, arms: bool = False) -> list[dict[str, Any]]:
+    """One row per visit from one mixed-model fit: the visit's term (``term(visit)``) with its
+    Wald interval; a fit that fails leaves the rows empty with the reason."""
     try:
-        fit, note = _mixed_model(usable, arms=True)
+        fit, note = _mixed_model(usable, arms=arms)
     except (ValueError, np.linalg.LinAlgError) as exc:
         fit, note = None, f"mixed model failed: {exc}"[:200]
+    rows = []
     for timepoint in visits:
-        term = f"C(visit, Treatment('baseline'))[T.{timepoint}]:C(arm)[T.{second}]"
-        row = {"population": population, "timepoint": timepoint, "test": "mixed_model_arm_x_visit",
+        name = term(timepoint)
+        row = {"population": population, "timepoint": timepoint, "test": test,
                "n": int(usable[usable["timepoint"].astype(str) == timepoint]["subject"].nunique()),
-               "estimate_scale": f"difference of {second} from {first} in the change from baseline", "note": note}
-        if fit is not None and term in fit.params.index:
-            estimate, se = float(fit.params[term]), float(fit.bse[term])
-            row.update(statistic=float(fit.tvalues[term]), p_value=float(fit.pvalues[term]), estimate=estimate,
+               "estimate_scale": scale, "note": note}
+        if fit is not None and name in fit.params.index:
+            estimate, se = float(fit.params[name]), float(fit.bse[name])
+            row.update(statistic=float(fit.tvalues[name]), p_value=float(fit.pvalues[name]), estimate=estimate,
                        ci_low=estimate - z * se, ci_high=estimate + z * se)
         rows.append(row)
     return rows
