@@ -201,8 +201,12 @@ def _stats(args: argparse.Namespace) -> int:
     for name, table in tables.items():
         write_tsv_atomic(out / f"{name}.tsv", table)
     responders = tables["responders"]
-    print(f"wrote longitudinal.tsv, tests.tsv and responders.tsv to {out}: {int(responders['responder'].sum())} of "
-          f"{len(responders)} subjects respond at {responders['timepoint'].iloc[0] if len(responders) else '-'}")
+    if len(responders):
+        print(f"wrote longitudinal.tsv, tests.tsv and responders.tsv to {out}: {int(responders['responder'].sum())} "
+              f"of {len(responders)} subjects respond at {responders['timepoint'].iloc[0]}")
+    else:
+        print(f"wrote longitudinal.tsv, tests.tsv and responders.tsv to {out}: no subject has a baseline and a later "
+              "visit to compare (failed or QC-failed samples are left out)")
     return 0
 
 

@@ -255,7 +255,9 @@ def index_page(samples: pd.DataFrame, cohort: Mapping[str, pd.DataFrame] | None 
     counts = samples["qc_status"].value_counts().to_dict() if "qc_status" in samples else {}
     summary = ", ".join(f"{_e(k)}: {v}" for k, v in sorted(counts.items()))
     parts = ["<h1>treganalysis: cohort report</h1>"]
-    if cohort is not None:
+    if cohort is not None and cohort["responders"].empty:
+        parts.append("<p>No subject has a baseline and a later visit that could be analysed: no statistics.</p>")
+    elif cohort is not None:
         parts.append(_cohort_section(cohort, cfg))
     parts.append(f"<h2>Samples and QC</h2><p>{len(samples)} samples ({summary}). Each sample's page shows every "
                  "gate on its data, the method behind each threshold and the acquisition QC.</p>")

@@ -40,6 +40,12 @@ DEFAULTS: dict[str, Any] = {
 }
 
 PERCENT_OF_CD4 = "% of CD4"
+LONGITUDINAL_COLUMNS = ["subject", "timepoint", "day", "population", "value", "baseline", "fold_change", "log2_fc",
+                        "delta_pp", "value_low", "value_high", "n", "unit", "arm", "is_baseline", "sample_id"]
+TEST_COLUMNS = ["population", "timepoint", "test", "n", "statistic", "p_value", "p_holm", "p_adjusted", "estimate",
+                "ci_low", "ci_high", "estimate_scale", "note"]
+RESPONDER_COLUMNS = ["subject", "timepoint", "fold_change", "rcv", "responder", "responder_2x", "cv_analytic", "value",
+                     "baseline", "arm"]
 
 
 class StatsError(TregAnalysisError):
@@ -200,9 +206,7 @@ def longitudinal(values: pd.DataFrame, baseline: Mapping[str, Any] | None = None
         table["fold_change"] = table["value"] / table["baseline"].where(table["baseline"] > 0)
         table["log2_fc"] = np.log2(table["fold_change"].where(table["fold_change"] > 0))
     table["delta_pp"] = table["value"] - table["baseline"]
-    columns = ["subject", "timepoint", "day", "population", "value", "baseline", "fold_change", "log2_fc", "delta_pp",
-               "value_low", "value_high", "n", "unit", "arm", "is_baseline", "sample_id"]
-    columns += [c for c in ("days_since_dose",) if c in table]
+    columns = LONGITUDINAL_COLUMNS + [c for c in ("days_since_dose",) if c in table]
     return table[columns].sort_values(["population", "subject", "day"], kind="stable").reset_index(drop=True)
 
 
@@ -332,8 +336,7 @@ def cohort_tests(long: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
                                 lambda t: f"C(visit, Treatment('baseline'))[T.{t}]")
         rows += _arm_tests(frame, population, visits, z)
     table = pd.DataFrame(rows)
-    columns = ["population", "timepoint", "test", "n", "statistic", "p_value", "p_holm", "p_adjusted", "estimate",
-               "ci_low", "ci_high", "estimate_scale", "note"]
+    columns = TEST_COLUMNS
     for column in columns:
         if column not in table:
             table[column] = np.nan
@@ -442,8 +445,8 @@ def responders(long: pd.DataFrame, responder: Mapping[str, Any] | None = None) -
     timepoint = cfg["timepoint"]
     if timepoint is None:
         medians = follow.groupby(follow["timepoint"].astype(str))["fold_change"].median().dropna()
-        if medians.empty:
-            raise StatsError("stats: no visit after baseline with a fold change: cannot call responders")
+        if medians.empty:  # no follow-up visit with a baseline: nobody to call
+            return pd.DataFrame(columns=RESPONDER_COLUMNS)
         timepoint = str(medians.idxmax())
     at = follow[follow["timepoint"].astype(str) == str(timepoint)]
     if at.empty:
@@ -464,7 +467,7 @@ def responders(long: pd.DataFrame, responder: Mapping[str, Any] | None = None) -
     out["cv_analytic"] = cv_a.to_numpy(dtype=float)
     out["value"], out["baseline"] = at["value"].to_numpy(), at["baseline"].to_numpy()
     out["arm"] = at["arm"].to_numpy()
-    return out.sort_values("subject").reset_index(drop=True)
+    return out[RESPONDER_COLUMNS].sort_values("subject").reset_index(drop=True)
 
 
 def _binomial_cv(percent: pd.Series, n: pd.Series) -> pd.Series:
@@ -475,11 +478,17 @@ def _binomial_cv(percent: pd.Series, n: pd.Series) -> pd.Series:
 
 
 def run_stats(cohort: pd.DataFrame, config: Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
-    """All of it: ``{"longitudinal": ..., "tests": ..., "responders": ...}`` from the cohort table."""
+    """All of it: ``{"longitudinal": ..., "tests": ..., "responders": ...}`` from the cohort table.
+
+    A cohort that gives nothing to compare (every sample failed, no follow-up visit) gives
+    empty tables with their columns, so a run's report still shows its samples; a cohort with
+    samples but no baseline visit is an error (the baseline setting must be wrong).
+    """
     cfg = settings(config)
     values = readouts(cohort, tuple(cfg["exclude_qc"] or ()))
     if values.empty:
-        raise StatsError("no sample of the cohort table can be analysed (all failed, QC fail or healthy)")
+        return {"longitudinal": pd.DataFrame(columns=LONGITUDINAL_COLUMNS), "tests": pd.DataFrame(columns=TEST_COLUMNS),
+                "responders": pd.DataFrame(columns=RESPONDER_COLUMNS)}
     long = longitudinal(values, cfg["baseline"])
     if not long["is_baseline"].any():
         raise StatsError("no baseline visit: set stats: baseline: timepoint, or give visits with day <= "
