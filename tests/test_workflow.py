@@ -74,6 +74,13 @@ def test_report_site_and_snakemake_report_zip(finished):
     assert (site / "plotly.min.js").is_file() and not list(site.glob("samples/*.js"))
     index = (site / "index.html").read_text()
     assert all(f'href="samples/{p}.html"' in index for p in pages)
+    # the statistics tables, and the cohort page built on them
+    long = pd.read_csv(finished / "results" / "cohort" / "longitudinal.tsv", sep="\t")
+    tests = pd.read_csv(finished / "results" / "cohort" / "tests.tsv", sep="\t")
+    calls = pd.read_csv(finished / "results" / "cohort" / "responders.tsv", sep="\t")
+    assert set(long[long["population"] == "treg"]["subject"]) == {"P01", "P02"}
+    assert {"wilcoxon"} <= set(tests["test"]) and sorted(calls["subject"]) == ["P01", "P02"]
+    assert "Treg expansion" in index and "IL-2 doses" in index  # the demo marks its dosing days
     run = snakemake(finished, "--report", "report.zip", config=TINY)
     assert run.returncode == 0, run.stderr[-2000:]
     names = zipfile.ZipFile(finished / "report.zip").namelist()
