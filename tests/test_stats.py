@@ -759,11 +759,9 @@ def test_cli_errors_are_one_line(cli_cohort, tmp_path, capsys, argv, expected):
     assert not (tmp_path / "out" / "tests.tsv").exists()
 
 
-# -- known bugs (strict xfail: they pass once fixed; then drop the marker) ------------------------------------------------
+# -- settings and units (bugs found by these tests, fixed) ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="exclude_qc given as one string ('fail', as YAML `exclude_qc: fail` gives) is "
-                   "iterated as characters by tuple(): no QC-failed sample is left out, silently")
 def test_exclude_qc_as_a_string():
     table = make_cohort(["A", "A", "B", "B", "C", "C"], ["D0", "D5"] * 3, [0, 5] * 3, [5.0, 8.0, 5.0, 50.0, 5.0, 9.0],
                         qc_status=["pass", "pass", "pass", "fail", "pass", "pass"])
@@ -774,8 +772,6 @@ def test_exclude_qc_as_a_string():
     assert "B_D5" not in set(out["longitudinal"]["sample_id"])
 
 
-@pytest.mark.xfail(strict=True, reason="values of the wrong type or range are not checked by settings(): "
-                   "float() raises ValueError (a traceback from the command line) or a confidence of 1.5 gives NaN")
 @pytest.mark.parametrize("config", [{"confidence": "x"}, {"confidence": 1.5}, {"baseline": {"max_day": "x"}},
                                     {"responder": {"fold_change": "x"}}])
 def test_cli_wrong_typed_settings_are_one_line_errors(cli_cohort, tmp_path, capsys, config):
@@ -785,8 +781,6 @@ def test_cli_wrong_typed_settings_are_one_line_errors(cli_cohort, tmp_path, caps
     assert code == 1 and err.startswith("treganalysis: error: ") and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="readouts() gives a row under CD4 whose gate is NA (pct_cd4 empty) the unit "
-                   "'% of parent', and cohort_tests labels the read-out with its first row's unit")
 def test_unit_of_a_readout_does_not_depend_on_an_na_sample():
     table = make_cohort(["A", "A", "B", "B", "C", "C"], ["D0", "D5"] * 3, [0, 5] * 3, [5.0, 8.0, 4.0, 6.0, 5.0, 9.0],
                         treg_status=["na", "ok", "ok", "ok", "ok", "ok"])

@@ -67,7 +67,38 @@ def settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
             out[key].update(value)
         else:
             out[key] = value
+    _check(out)
     return out
+
+
+def _check(cfg: dict[str, Any]) -> None:
+    """Types and ranges of the settings, each problem named with the form expected."""
+    if isinstance(cfg["exclude_qc"], str):  # `exclude_qc: fail` in YAML
+        cfg["exclude_qc"] = [cfg["exclude_qc"]]
+    problems = []
+
+    def number(where: str, value: Any, low: float | None = None, high: float | None = None) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+        if not ok or (low is not None and value <= low) or (high is not None and value >= high):
+            span = f" between {low} and {high}" if high is not None else f" above {low}" if low is not None else ""
+            problems.append(f"{where} must be a number{span}, not {value!r}")
+
+    def label(where: str, value: Any) -> None:
+        if value is not None and not isinstance(value, (str, int)):
+            problems.append(f"{where} must be a timepoint label or null, not {value!r}")
+
+    if not isinstance(cfg["exclude_qc"], (list, tuple)) or not set(cfg["exclude_qc"]) <= {"pass", "warn", "fail"}:
+        problems.append(f"exclude_qc must be a list of QC statuses (pass, warn, fail), not {cfg['exclude_qc']!r}")
+    number("confidence", cfg["confidence"], 0.0, 1.0)
+    number("baseline.max_day", cfg["baseline"]["max_day"])
+    label("baseline.timepoint", cfg["baseline"]["timepoint"])
+    number("responder.fold_change", cfg["responder"]["fold_change"], 0.0)
+    number("responder.cv_within", cfg["responder"]["cv_within"], -1e-12)
+    label("responder.timepoint", cfg["responder"]["timepoint"])
+    if not isinstance(cfg["responder"]["population"], str):
+        problems.append(f"responder.population must be a population name, not {cfg['responder']['population']!r}")
+    if problems:
+        raise StatsError("stats: " + "; ".join(problems))
 
 
 # -- read-outs ----------------------------------------------------------------------------------
@@ -108,7 +139,9 @@ def readouts(cohort: pd.DataFrame, exclude_qc: tuple[str, ...] | list[str] = ("f
         return pd.DataFrame(columns=["sample_id", "subject", "timepoint", "day", "arm", "population", "unit",
                                      "value", "value_low", "value_high", "n"])
     ok = table["status"].fillna("ok").eq("ok") if "status" in table else pd.Series(True, index=table.index)
-    under_cd4 = table["pct_cd4"].notna() & (table["population"] != "cd4") if "pct_cd4" in table else ok & False
+    # a population is under CD4 when any of its samples has a % of CD4 (an NA gate has none)
+    under_cd4 = (table.groupby("population")["pct_cd4"].transform(lambda p: p.notna().any()).astype(bool)
+                 & (table["population"] != "cd4")) if "pct_cd4" in table else ok & False
     rows = table[["sample_id", "subject", "timepoint", "day", "population"]].copy()
     if "days_since_dose" in table:  # a covariate of the mixed model when the sheet gives it
         rows["days_since_dose"] = pd.to_numeric(table["days_since_dose"], errors="coerce")
