@@ -17,10 +17,13 @@ rule pool:
     resources:
         # the group's events pooled: every member's events and their compensated copy
         mem_mb=lambda wildcards, input: 800 + 8 * int(input.size_mb),
+        # minutes: about 1 s per million events and channel, generously (size = events x channels x 4 B)
+        runtime=lambda wildcards, input: 10 + int(input.size_mb) // 10,
     conda:
         "../envs/treganalysis.yaml"
     shell:
-        "python -m treganalysis pool {input:q} --group {wildcards.group:q} --out {output:q}"
+        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        " python -m treganalysis pool {input:q} --group {wildcards.group:q} --out {output:q}"
         " --config-json {params.settings:q} > {log:q} 2>&1"
 
 
@@ -41,8 +44,12 @@ rule gate:
     resources:
         # float32 events, their compensated copy, transformed gating channels and masks
         mem_mb=lambda wildcards, input: 600 + 8 * int(input.size_mb),
+        # minutes, from the file's size (events x channels x 4 bytes), generously
+        runtime=lambda wildcards, input: 10 + int(input.size_mb) // 10,
     conda:
         "../envs/treganalysis.yaml"
     shell:
-        "python -m treganalysis gate {input.fcs:q} --out results/samples/{wildcards.sample} --record-failure"
+        # numerical libraries use no more cores than the job holds
+        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        " python -m treganalysis gate {input.fcs:q} --out results/samples/{wildcards.sample} --record-failure"
         " --config-json {params.settings:q} {params.pooled} > {log:q} 2>&1"
