@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 HERE = Path(__file__).parent
+REPO = HERE.parent
 DATA = HERE / "data"
 SHARED = HERE.parent.parent / "shared" / "data"
 
@@ -32,3 +37,18 @@ def shared(*parts: str) -> Path:
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+def run_snakemake(workdir: Path, *args: str, config: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The workflow's command line in ``workdir``: config/config.yaml updated by ``config``, the
+    interpreter's folder first on PATH (as an activated environment has it)."""
+    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    settings.update(config or {})
+    configfile = workdir / "test-config.yaml"
+    configfile.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(configfile), *args],
+        capture_output=True, text=True, env=env, timeout=timeout,
+    )

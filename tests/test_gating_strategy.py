@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import treganalysis
-from treganalysis import PanelError, compensate, read_fcs
+from treganalysis import compensate, read_fcs
 from treganalysis.fcs import write_fcs
 from treganalysis.gating.strategy import MIN_EVENTS, MIN_TREG_EVENTS, GatingError, gate_sample, load_template
 from treganalysis.sample import Spillover

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
+from conftest import run_snakemake
 from slurm_cluster import SlurmCluster, missing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,17 +44,8 @@ def cluster(tmp_path_factory):
     running.stop()
 
 
-def snakemake(workdir: Path, *args: str, config: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    settings.update(config or {})
-    configfile = workdir / "test-config.yaml"
-    configfile.write_text(yaml.safe_dump(settings))
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(configfile), *args],
-        capture_output=True, text=True, env=env, timeout=timeout,
-    )
+def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subprocess.CompletedProcess:
+    return run_snakemake(workdir, *args, config=config, timeout=900)
 
 
 TABLES = ["populations.tsv", "longitudinal.tsv", "tests.tsv", "responders.tsv"]

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import run_snakemake
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(shutil.which("snakemake", path=str(Path(sys.executable).parent) + os.pathsep
                                              + os.environ.get("PATH", "")) is None,
@@ -20,16 +22,7 @@ pytestmark = pytest.mark.skipif(shutil.which("snakemake", path=str(Path(sys.exec
 
 
 def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subprocess.CompletedProcess:
-    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    settings.update(config or {})
-    configfile = workdir / "test-config.yaml"
-    configfile.write_text(yaml.safe_dump(settings))
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(configfile), "--cores", "2", *args],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
+    return run_snakemake(workdir, "--cores", "2", *args, config=config)
 
 
 TINY = {"demo": {"subjects": 2, "visits": "il2-course", "events": 5000, "seed": 3}}

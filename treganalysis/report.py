@@ -133,7 +133,7 @@ def sample_page(folder: str | Path, sample_id: str | None = None, info: Mapping[
         raise TregAnalysisError(f"{folder}: cannot read the gating results ({exc}); run treganalysis gate first") from None
     views_path = folder / "views.npz"
     views = load_views(views_path) if views_path.exists() else {"axes": {}, "gates": [], "thresholds": []}
-    parts = [f"<p class=\"muted\"><a href=\"../index.html\">cohort index</a></p>"]
+    parts = ["<p class=\"muted\"><a href=\"../index.html\">cohort index</a></p>"]
     qc = record.get("qc") or {}
     status = "failed" if record.get("error") else qc.get("status", "not run")
     parts.append(f"<h1>{_e(sample_id)} {_badge(status)}</h1>")
