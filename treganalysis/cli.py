@@ -20,7 +20,7 @@ from .panel import DEFAULT_ALIASES, resolve_panel
 import pandas as pd
 
 from ._files import read_yaml_mapping, write_bytes_atomic, write_tsv_atomic
-from .cohort import cohort_table
+from .cohort import cohort_table, provenance_table
 from .gating.strategy import PooledGates, fit_pooled, gate_sample
 from .sheet import load_sample_sheet
 from .sample import Sample
@@ -140,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     cohort.add_argument("--sheet", required=True, help="sample sheet (TSV)")
     cohort.add_argument("--results", required=True, metavar="DIR", help="folder of per-sample results")
     cohort.add_argument("--out", required=True, metavar="TSV", help="cohort table to write")
+    cohort.add_argument("--provenance", metavar="TSV", help="also write per sample the input's SHA-256 when gated "
+                        "and now, package versions and the config hash")
     cohort.set_defaults(run=_cohort)
 
     stats = commands.add_parser(
@@ -220,9 +222,17 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _cohort(args: argparse.Namespace) -> int:
-    table = cohort_table(load_sample_sheet(args.sheet, check_files=False), args.results)
+    sheet = load_sample_sheet(args.sheet, check_files=False)
+    table = cohort_table(sheet, args.results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_tsv_atomic(args.out, table)
+    if args.provenance:
+        provenance = provenance_table(sheet, args.results)
+        write_tsv_atomic(args.provenance, provenance)
+        changed = provenance[provenance["input_changed"]]["sample_id"].tolist()
+        if changed:
+            print(f"treganalysis: warning: the FCS file of {', '.join(map(str, changed))} changed since it was gated; "
+                  "its results are stale: rerun its gating (snakemake --forcerun gate)", file=sys.stderr)
     print(f"wrote {args.out}: {table['sample_id'].nunique()} samples, {len(table)} rows")
     failed = table[table["status"] == "failed"] if "status" in table else table.iloc[:0]
     for row in failed.itertuples():

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .errors import TregAnalysisError
 
-__all__ = ["cohort_table"]
+__all__ = ["cohort_table", "provenance_table"]
 
 
 def cohort_table(sheet: pd.DataFrame, results: str | os.PathLike) -> pd.DataFrame:
@@ -42,3 +42,50 @@ def cohort_table(sheet: pd.DataFrame, results: str | os.PathLike) -> pd.DataFram
     order = ["sample_id", "subject", "timepoint", "day"]
     combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=order)
     return combined[[*order, *[c for c in combined.columns if c not in order]]]
+
+
+def provenance_table(sheet: pd.DataFrame, results: str | os.PathLike, verify: bool = True) -> pd.DataFrame:
+    """Per sample: the input file's SHA-256 at gating time (and now), package versions, config hash.
+
+    Parameters
+    ----------
+    sheet : DataFrame
+        From :func:`treganalysis.sheet.load_sample_sheet`.
+    results : path
+        Folder holding ``{sample_id}/gates.json``.
+    verify : bool
+        Hash each FCS file again and compare with the hash recorded when it was gated.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``sample_id, fcs, input_sha256, input_bytes, input_sha256_now, input_changed, status,
+        qc_status, treganalysis, config_sha256`` and one column per recorded package version
+        (numpy, scipy, pandas, scikit-learn, flowio, flowkit, python). ``input_changed`` is True
+        when the file no longer has the content that was gated: its results are stale.
+    """
+    import json
+
+    from .gating.strategy import _sha256
+
+    rows = []
+    for sample_id, row in sheet.iterrows():
+        record: dict = {}
+        path = Path(results) / str(sample_id) / "gates.json"
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        prov = record.get("provenance") or {}
+        fcs = Path(str(row["fcs"]))
+        entry = {"sample_id": sample_id, "fcs": str(fcs), "input_sha256": prov.get("sha256"),
+                 "input_bytes": prov.get("bytes"), "status": "failed" if record.get("error") else (
+                     "gated" if record else "missing"),
+                 "qc_status": (record.get("qc") or {}).get("status"), "treganalysis": prov.get("package_version"),
+                 "config_sha256": prov.get("config_sha256"), **(prov.get("versions") or {})}
+        if verify:
+            now = _sha256(fcs) if fcs.is_file() else None
+            entry["input_sha256_now"] = now
+            entry["input_changed"] = bool(entry["input_sha256"] and now != entry["input_sha256"])
+        rows.append(entry)
+    return pd.DataFrame(rows)

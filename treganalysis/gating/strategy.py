@@ -212,6 +212,8 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     provenance = {
         "file": str(sample.path) if sample.path else None,
         "sha256": _sha256(sample.path),
+        "bytes": sample.path.stat().st_size if sample.path else None,
+        "versions": _versions(),
         "package_version": _version(),
         "instrument": sample.metadata.get("$CYT"),
         "acquired": " ".join(v for v in (sample.metadata.get("$DATE"), sample.metadata.get("$BTIM")) if v) or None,
@@ -721,6 +723,20 @@ def _sha256(path: Path | None) -> str | None:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _versions() -> dict[str, str | None]:
+    """Versions of the packages whose code decides a sample's numbers."""
+    import platform
+    from importlib import metadata
+
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("numpy", "scipy", "pandas", "scikit-learn", "flowio", "flowkit"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def _version() -> str:

@@ -6,13 +6,15 @@ rule cohort:
         sheet=SHEET,
         tables=expand("results/samples/{sample}/populations.tsv", sample=SAMPLES),
     output:
-        report("results/cohort/populations.tsv", caption="../report/cohort.rst", category="Cohort"),
+        table=report("results/cohort/populations.tsv", caption="../report/cohort.rst", category="Cohort"),
+        provenance=report("results/cohort/provenance.tsv", caption="../report/provenance.rst", category="Cohort"),
     log:
         "logs/cohort.log",
     conda:
         "../envs/treganalysis.yaml"
     shell:
-        "python -m treganalysis cohort --sheet {input.sheet:q} --results results/samples --out {output:q} > {log:q} 2>&1"
+        "python -m treganalysis cohort --sheet {input.sheet:q} --results results/samples --out {output.table:q}"
+        " --provenance {output.provenance:q} > {log:q} 2>&1"
 
 
 

@@ -84,6 +84,15 @@ def fcs_file(wildcards):
     return FCS[wildcards.sample]
 
 
+def input_stamp(wildcards):
+    """Size and modification time of a sample's FCS file ("" before the demo simulated it)."""
+    try:
+        info = os.stat(FCS[wildcards.sample])
+    except OSError:
+        return ""
+    return f"{info.st_size}:{info.st_mtime_ns}"
+
+
 def pooled_gates(wildcards):
     """The sample's group's pooled gates, when pool_by is set."""
     return [f"results/pooled/{GROUP[wildcards.sample]}.json"] if POOL_BY != "none" else []

@@ -37,6 +37,9 @@ rule gate:
         views="results/samples/{sample}/views.npz",
     params:
         settings=GATING_SETTINGS,
+        # the file's size and modification time: a file replaced by another (even an older copy,
+        # which mtime alone would not flag) changes this parameter, and Snakemake gates it again
+        stamp=input_stamp,
         pooled=lambda wildcards, input: f"--pooled-gates {shlex.quote(input.pooled[0])}" if input.pooled else "",
     log:
         "logs/gate/{sample}.log",
