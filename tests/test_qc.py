@@ -268,7 +268,7 @@ def test_qc_sample_passes_a_clean_sample(samples):
     assert result.status == "pass" and result.reasons == []
     assert result.keep.all()
     record = result.record
-    assert record["events"] == {"total": 30_000, "kept": 30_000, "removed": 0, "removed_share": 0.0}
+    assert record["events"] == {"total": 30_000, "kept": 30_000, "removed": 0, "removed_share": 0.0, "nonfinite": 0}
     assert record["time"]["channel"] == "Time" and record["time"]["unit"] == "s"
     assert record["time"]["removed_runs"] == [] and record["time"]["bins"] == 60
     assert set(record["time"]["signals"]) == set(sample.fluorescence_channels)
@@ -426,3 +426,15 @@ def test_a_file_without_events_fails_with_that_reason(samples):
     result = qc_sample(empty, compensate(empty), gating_channels(empty))
     assert result.status == "fail" and result.reasons == ["the file holds no events"]
     assert result.keep.shape == (0,)
+
+
+def test_events_with_nan_or_inf_are_removed_with_a_reason(samples):
+    sample, _ = samples["clean"]
+    events = sample.events.copy()
+    events[::50, sample.index("SSC-A")] = np.nan
+    events[1::50, sample.index("Time")] = np.inf
+    broken = sample.with_events(events)
+    result = qc_sample(broken, compensate(broken), gating_channels(broken))
+    bad = ~np.isfinite(events).all(axis=1)
+    assert not (result.keep & bad).any() and result.record["events"]["nonfinite"] == int(bad.sum())
+    assert any(f"{int(bad.sum())} events with NaN or infinite values removed" in r for r in result.reasons)

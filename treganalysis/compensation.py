@@ -183,7 +183,7 @@ def compensate(sample: Sample, spillover: "Spillover | str | os.PathLike | None"
             reason = (f"the file's {present[0]} keyword is unreadable" if present else
                       "the file has no $SPILLOVER/SPILL keyword") + " and no matrix file was given"
             if required:
-                raise SpilloverError(f"{where}: cannot compensate: {reason}; give a matrix file (spillover: in the config)")
+                raise SpilloverError(f"{where}: cannot compensate: {reason}; give a matrix file (compensation: matrix: in the config)")
             warnings.warn(f"{where}: not compensated: {reason}", stacklevel=2)
             return sample.with_events(sample.events, compensation={"applied": False, "reason": reason})
         spill = sample.spillover

@@ -143,7 +143,10 @@ def time_qc(time: np.ndarray, signals: Mapping[str, np.ndarray], keep: np.ndarra
     time = np.asarray(time, dtype=np.float64)
     n = time.size
     keep = np.ones(n, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
-    lo, hi = float(np.min(time)) if n else 0.0, float(np.max(time)) if n else 0.0
+    finite = np.isfinite(time)
+    lo = float(np.min(time[finite])) if finite.any() else 0.0
+    hi = float(np.max(time[finite])) if finite.any() else 0.0
+    time = np.where(finite, time, lo)  # an event without a time is counted in no bin
     n_bins = int(np.clip(n // max(int(bin_events), 1), 10, max(int(max_bins), 10)))
     record: dict[str, Any] = {"bins": n_bins, "signals": {}, "removed_runs": []}
     if n < 10 * 20 or hi <= lo:
@@ -151,7 +154,7 @@ def time_qc(time: np.ndarray, signals: Mapping[str, np.ndarray], keep: np.ndarra
         return np.ones(n, dtype=bool), record
     edges = np.linspace(lo, hi, n_bins + 1)
     b = np.minimum(((time - lo) / (hi - lo) * n_bins).astype(np.int64), n_bins - 1)
-    counts = np.bincount(b, minlength=n_bins).astype(np.float64)
+    counts = np.bincount(b, weights=finite.astype(np.float64), minlength=n_bins)
     rate = counts / np.diff(edges)
     bad = _deviating(counts, mad, min_rate_change * np.median(counts))
     reasons = {i: "event rate" for i in np.flatnonzero(bad)}
@@ -324,13 +327,20 @@ def qc_sample(sample: Sample, compensated: Sample, channels: Iterable[str],
     keep, margins = margin_events(sample, set(channels) | set(scatter))
     reasons: list[str] = []
     n = sample.n_events
+    # NaN/Inf events (a broken acquisition, a mislabelled byte order) take no part in anything
+    finite = np.isfinite(sample.events).all(axis=1)
+    nonfinite = int(n - finite.sum())
+    keep &= finite
+    if nonfinite:
+        reasons.append(f"{nonfinite} events with NaN or infinite values removed")
     if n == 0:
         return QCResult(keep, "fail", ["the file holds no events"],
                         {"settings": settings, "events": {"total": 0, "kept": 0, "removed": 0, "removed_share": 0.0},
                          "margins": {"removed": margins, "removed_events": 0}, "time": {"skipped": "no events"},
                          "compensation": {}})
     record: dict[str, Any] = {"settings": settings, "events": {"total": n}}
-    record["margins"] = {"removed": margins, "removed_events": int(n - keep.sum())}
+    record["margins"] = {"removed": margins, "removed_events": int(n - keep.sum()) - nonfinite}
+    record["events"]["nonfinite"] = nonfinite
     time_channel = sample.time_channel
     if settings["time"] and time_channel is not None and n:
         cofactor = float(settings["cofactor"])

@@ -429,7 +429,8 @@ def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[
         else:
             j = sample.index(channel)
             T = float(sample.ranges[j]) if sample.ranges and sample.ranges[j] > 0 else 262144.0
-            W = min(estimate_logicle_w(column, T=T, M=M), M / 2)
+            finite = column[np.isfinite(column)]  # events QC removed for NaN/Inf must not decide W
+            W = min(estimate_logicle_w(finite, T=T, M=M), M / 2)
             params[channel] = {"transform": "logicle", "T": T, "W": W, "M": M, "A": A}
         p = params[channel]
         out[channel] = logicle(column, T=p["T"], W=p["W"], M=p["M"], A=p["A"])
@@ -625,7 +626,10 @@ class _Engine:
                    "distance_square": float(chi2.ppf(float(gate.get("quantile", 0.95)), 2)),
                    "confidence": float(posterior[claimed].mean()) if claimed.any() else 0.0}
         self.learned[name] = fit
-        inside = ellipse(xy, fit["mean"], fit["covariance"], fit["distance_square"])
+        try:
+            inside = ellipse(xy, fit["mean"], fit["covariance"], fit["distance_square"])
+        except ValueError as exc:  # a degenerate fit (e.g. garbage events): this gate cannot be drawn
+            raise _NotAvailable(f"the lymphocyte mixture is degenerate ({exc})") from None
         return inside, {
             "channels": ["FSC-A", "SSC-A"], "mean": (fit["mean"] * top).tolist(),
             "covariance": (fit["covariance"] * np.outer(top, top)).tolist(),
