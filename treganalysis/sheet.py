@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import TregAnalysisError
@@ -24,6 +26,9 @@ ROLES = ("patient", "healthy")
 
 class SheetError(TregAnalysisError):
     """A sample sheet with problems; the message lists every one with its row."""
+
+
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # sample ids name files and folders
 
 
 def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.DataFrame:
@@ -77,12 +82,15 @@ def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.D
         for i, sample in sheet["sample_id"].items():
             if not sample:
                 problems.append(f"line {line[i]}: empty sample_id")
+            elif not SAFE_ID.fullmatch(sample):
+                problems.append(f"line {line[i]}: sample_id {sample!r} is used in file names: use letters, digits, "
+                                "'.', '_' and '-', starting with a letter or digit")
         duplicated = sheet["sample_id"][sheet["sample_id"].duplicated(keep=False) & (sheet["sample_id"] != "")]
         for sample, rows in duplicated.groupby(duplicated).groups.items():
             problems.append(f"lines {', '.join(str(line[i]) for i in rows)}: duplicate sample_id {sample!r}")
     if "day" in sheet:
         days = pd.to_numeric(sheet["day"], errors="coerce")
-        for i in sheet.index[days.isna()]:
+        for i in sheet.index[days.isna() | ~np.isfinite(days.fillna(0.0))]:
             problems.append(f"line {line[i]}: day {sheet.at[i, 'day']!r} is not a number (days from the first IL-2 dose)")
         sheet["day"] = days
     if "lymphocytes_per_ul" in sheet:
@@ -90,6 +98,9 @@ def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.D
         bad = counts.isna() & (sheet["lymphocytes_per_ul"] != "")
         for i in sheet.index[bad]:
             problems.append(f"line {line[i]}: lymphocytes_per_ul {sheet.at[i, 'lymphocytes_per_ul']!r} is not a number")
+        for i in sheet.index[counts < 0]:
+            problems.append(f"line {line[i]}: lymphocytes_per_ul {sheet.at[i, 'lymphocytes_per_ul']!r} is negative "
+                            "(lymphocytes per microlitre of blood)")
         sheet["lymphocytes_per_ul"] = counts
     if "role" in sheet:
         for i in sheet.index[~sheet["role"].isin([*ROLES, ""])]:

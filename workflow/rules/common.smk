@@ -10,23 +10,12 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from treganalysis.errors import TregAnalysisError
+from treganalysis.settings import config_problems
 from treganalysis.sheet import load_sample_sheet
 from treganalysis.simulate import PRESETS, cohort_plan
 
 
-def _config_problems(schema_file):
-    """Every problem of the configuration at once (snakemake's validate stops at the first)."""
-    import jsonschema
-    import yaml
-
-    with open(os.path.join(workflow.basedir, schema_file)) as handle:
-        schema = yaml.safe_load(handle)
-    validator = jsonschema.Draft202012Validator(schema)
-    return [f"{'.'.join(str(p) for p in error.absolute_path) or '(top level)'}: {error.message}"
-            for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))]
-
-
-_problems = _config_problems("workflow/schemas/config.schema.yaml")
+_problems = config_problems(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 if _problems:
     raise WorkflowError(f"{len(_problems)} problem{'s' if len(_problems) > 1 else ''} in the configuration "
                         "(config/config.yaml and --config):\n  - " + "\n  - ".join(_problems))
