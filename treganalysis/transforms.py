@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.optimize import brentq
 
 from treganalysis.errors import TransformError
 
@@ -144,15 +143,26 @@ def _solve_d(b: float, w: float) -> float:
     if w == 0.0:
         return b
     # g(d) is increasing; g(b) = 2*w*b > 0 and g(lo) < -2 for lo = b*exp(-w*b - 1).
-    lo = b * math.exp(-w * b - 1.0)
-    return brentq(
-        lambda d: 2.0 * (math.log(d) - math.log(b)) + w * (b + d),
-        lo,
-        b,
-        xtol=1e-300,
-        rtol=4.0 * np.finfo(float).eps,
-        maxiter=400,
-    )
+    # Newton's method (g is concave and increasing) kept inside the bracket by bisection; a
+    # few lines instead of importing scipy.optimize into every gating job.
+    lo, hi = b * math.exp(-w * b - 1.0), b
+    d = hi
+    for _ in range(400):
+        g = 2.0 * (math.log(d) - math.log(b)) + w * (b + d)
+        if g == 0.0:
+            return d
+        if g > 0.0:
+            hi = d
+        else:
+            lo = d
+        step = g / (2.0 / d + w)
+        new = d - step
+        if not lo < new < hi:
+            new = 0.5 * (lo + hi)
+        if abs(new - d) <= 4.0 * np.finfo(float).eps * abs(new):
+            return new
+        d = new
+    return d
 
 
 @functools.lru_cache(maxsize=128)

@@ -335,10 +335,22 @@ def ellipse(
             f"{gate}: the covariance matrix is singular (condition number {condition:.3g})"
         )
     inverse = np.linalg.inv(cov)
-    offset = events.astype(np.float64) - centre
     with np.errstate(invalid="ignore", over="ignore"):  # infinite events: inf or NaN, out
-        distance = np.einsum("ij,ij->i", offset @ inverse, offset)  # per event
-    return (distance <= d2) & np.isfinite(offset).all(axis=1)
+        if dims <= 3:
+            # term by term on whole columns: no (n, d) temporaries and no BLAS call, whose
+            # thread pool makes this small product slow on a busy machine
+            offsets = [events[:, i].astype(np.float64) - centre[i] for i in range(dims)]
+            distance = np.zeros(events.shape[0])
+            finite = np.ones(events.shape[0], dtype=bool)
+            for i in range(dims):
+                finite &= np.isfinite(offsets[i])
+                for j in range(dims):
+                    distance += inverse[i, j] * offsets[i] * offsets[j]
+        else:
+            offset = events.astype(np.float64) - centre
+            distance = np.einsum("ij,ij->i", offset @ inverse, offset)  # per event
+            finite = np.isfinite(offset).all(axis=1)
+    return (distance <= d2) & finite
 
 
 def quadrant(

@@ -9,18 +9,18 @@ panel lacks is left out with the reason; its children hang from its parent inste
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
+import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from scipy.stats import binomtest, chi2
 
 from .._files import read_yaml_mapping
 from ..compensation import compensate
@@ -31,12 +31,20 @@ from ..sample import Sample
 from ..transforms import estimate_logicle_w, logicle, logicle_inverse
 from .density import Threshold, binned_density, quantile_threshold, tail_threshold, valley_threshold
 from .geometry import ellipse
+from .mixture import fit_gaussian_mixture, predict_proba
+from .populations import _frame, _median, population_rows, population_table, wilson_interval
+
+if TYPE_CHECKING:  # pandas is imported when a table is built, not by every gating job
+    import pandas as pd
 
 __all__ = ["GatingError", "GatingResult", "PooledGates", "fit_pooled", "gate_group", "gate_sample", "load_template",
-           "population_table", "MIN_EVENTS", "MIN_TREG_EVENTS"]
+           "population_rows", "population_table", "wilson_interval", "MIN_EVENTS", "MIN_TREG_EVENTS"]
 
 MIN_EVENTS = 20  # a gate left with fewer events gives NA (flowDensity's count.lim)
 MIN_TREG_EVENTS = 200  # fewer Treg events: the frequency is imprecise (CV above ~7%)
+# Logicle W is estimated from every k-th event beyond this many: the 5% quantile of the
+# negatives it uses is then known to well under 1% of its value.
+W_EVENTS = 1 << 18
 ROOT = "root"
 
 
@@ -110,8 +118,8 @@ class GatingResult:
         Membership of each population, length ``sample.n_events``.
     gates : list of dict
         One record per gate and per threshold, in evaluation order.
-    populations : pandas.DataFrame
-        One row per population (see :func:`population_table`).
+    rows : list of dict
+        The population table as records, one per population (what ``populations`` holds).
     panel : dict
         Marker -> channel as resolved.
     provenance : dict
@@ -121,16 +129,25 @@ class GatingResult:
         kept; its record is in ``to_json()``.
     transformed : dict of str to ndarray
         The gating channels on the scale the gates were drawn on (Logicle; scatter linear).
+    populations : pandas.DataFrame
+        One row per population (see :func:`population_table`), built from ``rows`` when first
+        used.
     """
 
     sample: Sample
     masks: dict[str, np.ndarray]
     gates: list[dict[str, Any]]
-    populations: pd.DataFrame
+    rows: list[dict[str, Any]] = field(repr=False)
     panel: dict[str, str | None]
     provenance: dict[str, Any] = field(default_factory=dict)
     qc: QCResult | None = None
     transformed: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @functools.cached_property
+    def populations(self) -> "pd.DataFrame":
+        """One row per population: count, % of parent, % of CD4 with Wilson intervals, QC
+        status and marker medians (see :func:`population_table`)."""
+        return _frame(self.rows)
 
     def mask(self, population: str) -> np.ndarray:
         """Boolean membership of a population over all events (file order)."""
@@ -149,8 +166,10 @@ class GatingResult:
         """The gate records and provenance as JSON (what ``gates.json`` holds)."""
         qc = ({"status": self.qc.status, "reasons": self.qc.reasons, **self.qc.record}
               if self.qc is not None else None)
+        # one line: json's C encoder (an indented dump takes the pure-Python one, 10x slower on
+        # the QC record's per-bin arrays)
         return json.dumps({"sample": self.sample.name, "panel": self.panel, "qc": qc, "gates": self.gates,
-                           "provenance": self.provenance}, indent=2, default=_json_default)
+                           "provenance": self.provenance}, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -199,24 +218,28 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     brightest the channel gets without the antibody.
     """
     config = dict(config or {})
+    digest = _sha256_started(sample.path)
     template, panel, comp, channels = _prepare(sample, config)
     qc = _qc(sample, comp, channels, config, panel)
+    # Past QC only the compensated copy is used (it carries the path and keywords too); when
+    # the caller passed ``read_fcs(...)`` directly, the raw events are freed here.
+    del sample
     fixed_transforms = pooled.transforms if pooled is not None else None
     transformed, transforms = _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)
     fitted = dict(pooled.fitted) if pooled is not None else {}
     fitted.update(_fmo_thresholds(fmo or {}, config, template, transforms))
     engine = _Engine(comp, transformed, transforms, panel, template, fitted)
     engine.run(qc.keep)
-    populations = population_table(comp, engine.masks, engine.parents, panel, engine.status, root=qc.keep)
-    populations.insert(3, "qc_status", qc.status)
+    rows = population_rows(comp, engine.masks, engine.parents, panel, engine.status, root=qc.keep,
+                           qc_status=qc.status)
     provenance = {
-        "file": str(sample.path) if sample.path else None,
-        "sha256": _sha256(sample.path),
-        "bytes": sample.path.stat().st_size if sample.path else None,
+        "file": str(comp.path) if comp.path else None,
+        "sha256": digest(),
+        "bytes": comp.path.stat().st_size if comp.path else None,
         "versions": _versions(),
         "package_version": _version(),
-        "instrument": sample.metadata.get("$CYT"),
-        "acquired": " ".join(v for v in (sample.metadata.get("$DATE"), sample.metadata.get("$BTIM")) if v) or None,
+        "instrument": comp.metadata.get("$CYT"),
+        "acquired": " ".join(v for v in (comp.metadata.get("$DATE"), comp.metadata.get("$BTIM")) if v) or None,
         "config": config,
         "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest(),
         "margins": qc.record["margins"]["removed"],
@@ -224,7 +247,7 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
         "transforms": transforms,
         "pooled": {"group": pooled.group, "samples": pooled.samples} if pooled is not None else None,
     }
-    return GatingResult(comp, engine.masks, engine.records, populations, panel, provenance, qc, transformed)
+    return GatingResult(comp, engine.masks, engine.records, rows, panel, provenance, qc, transformed)
 
 
 def _fmo_thresholds(fmo: Mapping[str, Sample], config: Mapping[str, Any], template: Mapping[str, Any],
@@ -351,7 +374,8 @@ def _prepare(sample: Sample, config: Mapping[str, Any]) -> tuple[dict, dict, Sam
 
 
 _THRESHOLD_KEYS = {"marker", "channel", "from", "method", "side", "k", "q", "fallback", "min_depth", "pair", "fmo_quantile"}
-_GATE_KEYS = {"population", "parent", "method", "rule", "of", "k", "components", "target", "quantile", "subsample"}
+_GATE_KEYS = {"population", "parent", "method", "rule", "of", "k", "components", "target", "quantile", "subsample",
+              "starts"}
 
 
 def _template(gating: Mapping[str, Any]) -> dict[str, Any]:
@@ -429,7 +453,8 @@ def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[
         else:
             j = sample.index(channel)
             T = float(sample.ranges[j]) if sample.ranges and sample.ranges[j] > 0 else 262144.0
-            finite = column[np.isfinite(column)]  # events QC removed for NaN/Inf must not decide W
+            every = column[:: max(1, -(-column.size // W_EVENTS))]
+            finite = every[np.isfinite(every)]  # events QC removed for NaN/Inf must not decide W
             W = min(estimate_logicle_w(finite, T=T, M=M), M / 2)
             params[channel] = {"transform": "logicle", "T": T, "W": W, "M": M, "A": A}
         p = params[channel]
@@ -514,7 +539,7 @@ class _Engine:
             return
         mask = np.zeros(self.sample.n_events, dtype=bool)
         mask[idx[inside]] = True
-        record["events_out"] = int(inside.sum())
+        record["events_out"] = int(np.count_nonzero(inside))
         record["status"] = "ok"
         if record["events_out"] < MIN_EVENTS:
             record.update(status="na", reason=f"fewer than {MIN_EVENTS} events ({record['events_out']})")
@@ -549,7 +574,7 @@ class _Engine:
             spec = self.template["thresholds"][t]
             on = self.resolve(spec.get("from", parent))
             mask = self.masks.get(on)
-            if mask is None or mask.sum() < MIN_EVENTS or self.status.get(on) == "na":
+            if mask is None or np.count_nonzero(mask) < MIN_EVENTS or self.status.get(on) == "na":
                 raise _NotAvailable(f"too few events in {on} to choose the {t} threshold")
             values = self.data[self.channel(t)][mask]
             method = spec.get("method", "valley")
@@ -586,8 +611,8 @@ class _Engine:
         if name in self.fitted:
             fit = self.fitted[name]
         else:
-            centre = float(np.median(ratio))
-            spread = 1.4826 * float(np.median(np.abs(ratio - centre)))
+            centre = _median(ratio)
+            spread = 1.4826 * _median(np.abs(ratio - centre))
             fit = {"ratio_median": centre, "ratio_mad": spread, "cut": centre - k * spread}
         self.learned[name] = fit
         # confidence: how empty the ratio's density is at the cut, relative to its peak
@@ -601,15 +626,20 @@ class _Engine:
                                      "fallback": None, "confidence": confidence}
 
     def lymphocytes(self, idx: np.ndarray, gate: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
-        """The Gaussian-mixture component nearest the lymphocyte target, to its density quantile."""
-        from sklearn.mixture import GaussianMixture
+        """The Gaussian-mixture component nearest the lymphocyte target, to its density quantile.
 
+        The mixture is fitted by :func:`treganalysis.gating.mixture.fit_gaussian_mixture` (EM
+        from k-means++ starts, scikit-learn's algorithm) on a subsample, best of ``starts``
+        starts: a single start ends in a worse optimum that splits the lymphocytes for about a
+        quarter of samples.
+        """
         try:
             fsc, ssc = self.sample.index("FSC-A"), self.sample.index("SSC-A")
         except PanelError:
             raise _LeftOut("FSC-A and SSC-A are needed") from None
         top = np.array([self.sample.ranges[fsc] or 262144.0, self.sample.ranges[ssc] or 262144.0])
-        xy = self.sample.events[np.ix_(idx, [fsc, ssc])] / top  # scaled to [0, 1]
+        events = self.sample.events
+        xy = np.column_stack((events[:, fsc][idx], events[:, ssc][idx])) / top  # scaled to [0, 1]
         name = gate["population"]
         if name in self.fitted:
             fit = self.fitted[name]
@@ -617,14 +647,22 @@ class _Engine:
             size = int(gate.get("subsample", 20000))
             rng = np.random.default_rng(0)  # the same subsample for the same events
             fit_on = xy if idx.size <= size else xy[rng.choice(idx.size, size, replace=False)]
-            gmm = GaussianMixture(int(gate.get("components", 3)), covariance_type="full", random_state=0).fit(fit_on)
-            best = _lymphocyte_component(gmm.means_, gmm.weights_, gate.get("target", "auto"))
+            try:
+                gmm = fit_gaussian_mixture(fit_on, int(gate.get("components", 3)), seed=0,
+                                           n_init=int(gate.get("starts", 3)))
+            except ValueError as exc:  # too few distinct events, a singular component
+                raise _NotAvailable(f"the lymphocyte mixture cannot be fitted ({exc})") from None
+            best = _lymphocyte_component(gmm.means, gmm.weights, gate.get("target", "auto"))
             # confidence: mean posterior of the chosen component over the events it claims
-            posterior = gmm.predict_proba(fit_on)[:, best]
+            posterior = predict_proba(gmm, fit_on)[:, best]
             claimed = posterior > 0.5
-            fit = {"mean": gmm.means_[best], "covariance": gmm.covariances_[best], "weight": float(gmm.weights_[best]),
-                   "distance_square": float(chi2.ppf(float(gate.get("quantile", 0.95)), 2)),
-                   "confidence": float(posterior[claimed].mean()) if claimed.any() else 0.0}
+            fit = {"mean": gmm.means[best], "covariance": gmm.covariances[best], "weight": float(gmm.weights[best]),
+                   # the chi-square quantile with 2 degrees of freedom, in closed form
+                   "distance_square": -2.0 * math.log1p(-float(gate.get("quantile", 0.95))),
+                   "confidence": float(posterior[claimed].mean()) if claimed.any() else 0.0,
+                   "fit": {"events": int(fit_on.shape[0]), "starts": int(gate.get("starts", 3)),
+                           "iterations": gmm.n_iter, "converged": gmm.converged,
+                           "log_likelihood": gmm.log_likelihood}}
         self.learned[name] = fit
         try:
             inside = ellipse(xy, fit["mean"], fit["covariance"], fit["distance_square"])
@@ -634,7 +672,7 @@ class _Engine:
             "channels": ["FSC-A", "SSC-A"], "mean": (fit["mean"] * top).tolist(),
             "covariance": (fit["covariance"] * np.outer(top, top)).tolist(),
             "distance_square": fit["distance_square"], "weight": fit["weight"], "pooled": name in self.fitted,
-            "fallback": None, "confidence": fit.get("confidence", 0.0)}
+            "fallback": None, "confidence": fit.get("confidence", 0.0), "mixture": fit.get("fit")}
 
 
 def _lymphocyte_component(means: np.ndarray, weights: np.ndarray, target: Any) -> int:
@@ -661,64 +699,6 @@ class _NotAvailable(Exception):
     """A gate that cannot be drawn for this sample (too few events): NA, not absent."""
 
 
-def population_table(sample: Sample, masks: Mapping[str, np.ndarray], parents: Mapping[str, str],
-                     panel: Mapping[str, str | None], status: Mapping[str, str] | None = None,
-                     root: np.ndarray | None = None) -> pd.DataFrame:
-    """Count, % of parent, % of CD4 with Wilson 95% intervals, and marker medians per population.
-
-    ``root`` is the events the hierarchy started from (acquisition QC's keep-mask; default all
-    events): the parent of the first gate.
-
-    Medians are of compensated, untransformed values (domain.md: MFIs in linear units). A
-    population whose gate is NA (too few events) keeps its count but has no percentages.
-    """
-    rows = []
-    cd4 = masks.get("cd4")
-    n_cd4 = int(cd4.sum()) if cd4 is not None else 0
-    descendants_of_cd4 = _descendants(parents, "cd4")
-    markers = [m for m, c in panel.items() if c]
-    columns = [sample.index(panel[m]) for m in markers]
-    for name, mask in masks.items():
-        count = int(mask.sum())
-        parent = parents.get(name)
-        n_parent = (int(masks[parent].sum()) if parent in masks
-                    else int(root.sum()) if root is not None else int(sample.n_events))
-        state = (status or {}).get(name, "ok")
-        row: dict[str, Any] = {"population": name, "parent": parent, "status": state, "count": count,
-                               "parent_count": n_parent}
-        usable = state == "ok"
-        row.update(_percent("pct_parent", count, n_parent if usable else 0))
-        if name == "cd4" or (name in descendants_of_cd4 and n_cd4):
-            row.update(_percent("pct_cd4", count, n_cd4 if usable else 0))
-        # one gather of the population's rows for all markers, then column medians
-        medians = (np.median(sample.events[np.flatnonzero(mask)][:, columns], axis=0) if count and columns
-                   else np.full(len(columns), np.nan))
-        row.update({f"median_{m}": float(v) for m, v in zip(markers, medians)})
-        rows.append(row)
-    columns = ["population", "parent", "status", "count", "parent_count", "pct_parent", "pct_parent_low",
-               "pct_parent_high"]
-    return pd.DataFrame(rows, columns=None if rows else columns)
-
-
-def _percent(prefix: str, k: int, n: int) -> dict[str, float]:
-    if n == 0:
-        return {prefix: float("nan"), f"{prefix}_low": float("nan"), f"{prefix}_high": float("nan")}
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return {prefix: 100.0 * k / n, f"{prefix}_low": 100.0 * ci.low, f"{prefix}_high": 100.0 * ci.high}
-
-
-def _descendants(parents: Mapping[str, str], root: str) -> set[str]:
-    out = set()
-    for name in parents:
-        node = name
-        while node in parents:
-            node = parents[node]
-            if node == root:
-                out.add(name)
-                break
-    return out
-
-
 def _sha256(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -727,6 +707,35 @@ def _sha256(path: Path | None) -> str | None:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _sha256_started(path: Path | None) -> "Callable[[], str | None]":
+    """Start hashing ``path`` in a thread and return a function that waits for the digest.
+
+    ``hashlib`` releases the GIL on large blocks, so the hash (about 1 s per GB) runs beside
+    the gating instead of before or after it.
+    """
+    import threading
+
+    found: list[str | None] = []
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            found.append(_sha256(path))
+        except BaseException as exc:  # re-raised in the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=work, name="sha256", daemon=True)
+    thread.start()
+
+    def digest() -> str | None:
+        thread.join()
+        if failed:
+            raise failed[0]
+        return found[0]
+
+    return digest
 
 
 def _versions() -> dict[str, str | None]:

@@ -1,0 +1,90 @@
+"""The population table's numbers: exact medians by buckets, Wilson intervals in closed form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from treganalysis.gating.populations import _buckets, population_medians, wilson_interval
+
+
+def _expected(columns, masks):
+    return {name: [float(np.median(c[m])) if m.any() else float("nan") for c in columns] for name, m in masks.items()}
+
+
+def _nested_masks(rng, n):
+    """A small hierarchy: root > a > b, a > c (overlapping b), root > d (disjoint of a)."""
+    root = rng.random(n) < 0.95
+    a = root & (rng.random(n) < 0.6)
+    b = a & (rng.random(n) < 0.3)
+    c = a & (rng.random(n) < 0.5)
+    d = root & ~a & (rng.random(n) < 0.5)
+    tiny = b & (rng.random(n) < 0.001)
+    return {"root": root, "a": a, "b": b, "c": c, "d": d, "tiny": tiny, "empty": np.zeros(n, dtype=bool)}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 50, 1001, 200_000])
+def test_medians_equal_numpy_median_exactly(n):
+    rng = np.random.default_rng(n)
+    columns = [
+        (rng.lognormal(5, 2, n) - 300).astype(np.float32),  # both signs, many decades
+        rng.normal(0, 1e-3, n).astype(np.float32),  # tiny values around zero
+        np.round(rng.normal(100, 5, n)).astype(np.float32),  # many ties
+        np.full(n, 7.5, dtype=np.float32),  # one value
+    ]
+    masks = _nested_masks(rng, n)
+    got = population_medians(columns, masks)
+    want = _expected(columns, masks)
+    for name in masks:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_even_count_median_is_the_float32_mean_of_the_middle_values():
+    column = np.array([1.0, 2.0, 4.0, 1e8 + 8], dtype=np.float32)
+    got = population_medians([column], {"all": np.ones(4, dtype=bool)})["all"][0]
+    assert got == float(np.median(column)) == 3.0
+
+
+def test_infinities_and_signed_zero_order_like_values():
+    column = np.array([-np.inf, -0.0, 0.0, 1e-30, -1e-30, np.inf, 3.0], dtype=np.float32)
+    buckets = _buckets(column).astype(np.int64)
+    order = np.argsort(column, kind="stable")
+    assert np.all(np.diff(buckets[order]) >= 0)  # buckets sort as the values do
+    masks = {"all": np.ones(7, dtype=bool), "some": np.array([1, 0, 1, 1, 0, 1, 0], dtype=bool)}
+    assert population_medians([column], masks) == _expected([column], masks)
+
+
+def test_nan_in_a_column_gives_what_numpy_median_gives():
+    column = np.array([1.0, np.nan, 3.0, 4.0], dtype=np.float32)
+    masks = {"with_nan": np.array([1, 1, 1, 0], dtype=bool), "without": np.array([1, 0, 1, 1], dtype=bool)}
+    got = population_medians([column], masks)
+    assert np.isnan(got["with_nan"][0])
+    assert got["without"][0] == 3.0
+
+
+def test_float64_columns_and_many_populations_take_the_plain_path():
+    rng = np.random.default_rng(3)
+    n = 5000
+    column64 = rng.normal(size=n)
+    many = {f"p{i}": rng.random(n) < 0.5 for i in range(25)}
+    got = population_medians([column64, column64.astype(np.float32)], many)
+    assert got == _expected([column64, column64.astype(np.float32)], many)
+
+
+def test_no_columns_or_no_populations():
+    assert population_medians([], {"a": np.ones(3, dtype=bool)}) == {"a": []}
+    assert population_medians([np.ones(3, dtype=np.float32)], {}) == {}
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 12_345, 1_000_000])
+def test_wilson_interval_equals_scipy(n):
+    for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-15)
+
+
+@pytest.mark.parametrize("k, n", [(-1, 5), (6, 5), (0, 0)])
+def test_wilson_interval_refuses_impossible_counts(k, n):
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        wilson_interval(k, n)
