@@ -19,6 +19,7 @@ import pytest
 from treganalysis import compensate, read_fcs
 from treganalysis.gating.strategy import gate_sample
 from treganalysis.qc import DEFAULTS, QCError, margin_events, negative_populations, qc_sample, time_qc
+from treganalysis.qc import _asinh, _json_numbers, _raw_checks  # the vectorised pieces, checked directly
 from treganalysis.sample import Sample, Spillover
 from treganalysis.simulate import SampleSpec, _write_sample, load_config, simulate_events
 
@@ -438,3 +439,144 @@ def test_events_with_nan_or_inf_are_removed_with_a_reason(samples):
     bad = ~np.isfinite(events).all(axis=1)
     assert not (result.keep & bad).any() and result.record["events"]["nonfinite"] == int(bad.sum())
     assert any(f"{int(bad.sum())} events with NaN or infinite values removed" in r for r in result.reasons)
+
+
+# -- subsamples and the vectorised pieces (what QC finds must not depend on them) -----------------
+
+
+def test_time_qc_follows_signals_on_at_most_bin_events_per_bin():
+    rng, t, x, bright = acquisition(n=60_000)
+    x = x.copy()
+    x[bright & (t >= 85.0)] -= 0.3  # the drift of test_time_qc_removes_a_signal_shift...
+    keep = np.ones(t.size, dtype=bool)
+    keep[rng.choice(t.size, 1_000, replace=False)] = False  # e.g. margin events
+    # 40 bins (max_bins caps them): the signals are followed on 40 x 500 kept events ...
+    sub_keep, sub = time_qc(t, {"A": x}, keep, max_bins=40)
+    assert sub["bins"] == 40 and sub["signal_events"] == 40 * 500
+    full_keep, full = time_qc(t, {"A": x}, keep, max_bins=40, subsample=False)
+    assert full["signal_events"] == 59_000
+    # ... and find the same drift, with the same event rate (every event counted)
+    assert runs(sub) == runs(full) and sub["removed_runs"][0]["why"] == ["A signal"]
+    np.testing.assert_array_equal(sub_keep, full_keep)
+    assert sub["rate"] == full["rate"]
+    sub_means = np.asarray(sub["signals"]["A"]["means"], dtype=np.float64)
+    full_means = np.asarray(full["signals"]["A"]["means"], dtype=np.float64)
+    assert np.allclose(sub_means, full_means, atol=0.05)  # 500 instead of 1,475 per bin
+    # without a cap on the bins there are as many as bin_events promises: nothing to subsample
+    _, record = time_qc(t, {"A": x}, keep)
+    assert record["bins"] == 120 and record["signal_events"] == 59_000
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_time_qc_subsample_is_the_full_computation_when_there_is_nothing_to_subsample(seed):
+    # 15,000 events: 30 bins x 500 events and fewer than 20,000 values for the cuts
+    rng, t, x, bright = acquisition(n=15_000, seed=seed)
+    x = x.copy()
+    x[bright & (t >= 80.0)] -= 0.4
+    keep = rng.random(t.size) > 0.02
+    sub_keep, sub = time_qc(t, {"A": x, "B": -x}, keep)
+    full_keep, full = time_qc(t, {"A": x, "B": -x}, keep, subsample=False)
+    assert sub == full and sub["signal_events"] == int(keep.sum())
+    np.testing.assert_array_equal(sub_keep, full_keep)
+    assert sub["removed_runs"]  # the shift was found
+
+
+def test_time_qc_applies_the_transform_to_the_followed_values_only():
+    rng, t, x, bright = acquisition(n=40_000)
+    raw = np.sinh(x).astype(np.float32) * 150  # what arcsinh(x / 150) turns back into x
+    raw[bright & (t >= 85.0)] *= 0.7
+    _, given = time_qc(t, {"A": _asinh(raw, 150.0)}, max_bins=100)
+    _, transformed = time_qc(t, {"A": raw}, max_bins=100, transform=lambda v: _asinh(v, 150.0))
+    assert transformed == given and transformed["removed_runs"]
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-6), (np.float64, 1e-12)])
+def test_asinh_matches_numpys_arcsinh(dtype, rtol):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=20_000) * 10.0 ** rng.uniform(-6, 7, 20_000)
+    x = np.concatenate([x, [0.0, -0.0, 1e-30, -1e-30, 150.0, -150.0, 3e38, -3e38, 1e25]]).astype(dtype)
+    got = _asinh(x, 150.0)
+    assert got.dtype == dtype
+    expected = np.arcsinh(x.astype(np.float64) / 150.0)
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol)
+    assert np.isnan(_asinh(np.array([np.nan], dtype=dtype), 150.0)).all()
+
+
+def test_json_numbers_round_as_formatting_does():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=20_000) * 10.0 ** rng.uniform(-9, 12, 20_000)
+    values = np.concatenate([values, [0.0, 1.0, 0.5, 1234.5, 99995.0, 1e-300, 1e300, np.nan, np.inf, -np.inf]])
+    for digits in (4, 6):
+        expected = [float(f"{v:.{digits}g}") if np.isfinite(v) else None for v in values]
+        assert _json_numbers(values, digits) == expected
+    assert _json_numbers(np.array([[1.23456, np.nan], [2.0, 3.0]]), 4) == [[1.235, None], [2.0, 3.0]]
+    assert _json_numbers(np.empty(0), 4) == []
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_raw_checks_match_a_column_by_column_computation(order):
+    """Margins, NaN/Inf events and the time column from one pass over blocks of events, with
+    margin events and non-finite values in several blocks and in the same block and channel."""
+    rng = np.random.default_rng(0)
+    n = 50_000  # 4 blocks
+    events = rng.uniform(0.0, 1000.0, (n, 5)).astype(np.float32)
+    events[:, 4] = np.sort(rng.uniform(0.0, 60.0, n))  # time
+    events[rng.choice(n, 40, replace=False), 0] = 1023.0
+    events[rng.choice(n, 30, replace=False), 1] = 2000.0
+    events[20_000:20_010, 1] = np.nan  # a block with NaN and margin events in one channel
+    events[20_005, 1] = 1023.0
+    events[[5, 49_999], 2] = np.inf
+    events[33_000, 3] = -np.inf
+    events[40_000, 2] = 1023.0  # channel 2 is not checked
+    events = np.asarray(events, order=order)
+    sample = Sample(events, ["FSC-A", "B1-A", "B2-A", "B3-A", "Time"], ["", "CD4", "CD8", "CD3", ""],
+                    ranges=[1024, 1024, 1024, 0, 1024])
+    keep, removed, finite, time = _raw_checks(sample, ["FSC-A", "B1-A", "B3-A"], "Time")
+    expected_keep = (events[:, 0] < 1023) & ~(events[:, 1] >= 1023)
+    assert removed == {"FSC-A": 40, "B1-A": int((events[:, 1] >= 1023).sum())}  # B3-A has no $PnR
+    np.testing.assert_array_equal(keep, expected_keep)
+    np.testing.assert_array_equal(finite, np.isfinite(events).all(axis=1))
+    assert (~finite).sum() == 12  # 9 NaN (one of the 10 is a margin event instead), 3 infinities
+    np.testing.assert_array_equal(time, events[:, 4])
+    assert margin_events(sample, ["FSC-A", "B1-A", "B3-A"])[1] == removed
+
+
+@pytest.mark.parametrize("keep_some", [False, True])
+def test_negative_populations_spread_from_a_subsample_share_over_all_kept_events(keep_some):
+    rng = np.random.default_rng(3)
+    n = 400_000
+    x = rng.normal(0.0, 100.0, n)
+    x[rng.random(n) < 0.03] -= 2000.0  # an over-compensated population
+    events = np.column_stack([x, rng.normal(0.0, 50.0, n)]).astype(np.float32)
+    keep = rng.random(n) > 0.1 if keep_some else None
+    results = {}
+    for order in ("C", "F"):
+        sample = Sample(np.asarray(events, order=order), ["B1-A", "B2-A"], ["CD4", "CD8"], ranges=[262144, 262144])
+        results[order] = negative_populations(sample, ["B1-A", "B2-A"], keep)
+        full = negative_populations(sample, ["B1-A", "B2-A"], keep, max_events=None)
+    assert results["C"] == results["F"]  # the layout changes nothing
+    kept = events if keep is None else events[keep]
+    for j, channel in enumerate(["B1-A", "B2-A"]):
+        got = results["C"][channel]
+        # the share counts every kept event below the limit
+        assert got["share"] == float(np.mean(kept[:, j] < got["limit"]))
+        # the spread from 100,000 of the kept events is the full one within a few percent
+        assert got["spread"] == pytest.approx(full[channel]["spread"], rel=0.03)
+        # and the full computation is np.quantile over all negatives
+        negative = kept[:, j][kept[:, j] < 0]
+        assert full[channel]["spread"] == pytest.approx(float(np.quantile(-negative, 0.10)) / 0.1257, rel=1e-6)
+    assert results["C"]["B1-A"]["share"] == pytest.approx(0.03, abs=0.003)
+
+
+def test_qc_sample_is_the_same_for_row_and_column_major_events(samples):
+    sample, _ = samples["clog"]
+    comp = compensate(sample)
+    rows = qc_sample(sample, comp.with_events(np.ascontiguousarray(comp.events)), gating_channels(sample))
+    columns = qc_sample(sample, comp.with_events(np.asfortranarray(comp.events)), gating_channels(sample))
+    raw_columns = qc_sample(sample.with_events(np.asfortranarray(sample.events)), comp, gating_channels(sample))
+    for other in (columns, raw_columns):
+        np.testing.assert_array_equal(rows.keep, other.keep)
+        assert (rows.status, rows.reasons) == (other.status, other.reasons)
+        assert json.dumps(rows.record) == json.dumps(other.record)
+    # 50,000 events in 100 bins: every kept event is followed
+    assert rows.record["time"]["signal_events"] == 50_000 - rows.record["margins"]["removed_events"]
