@@ -22,9 +22,9 @@ if TYPE_CHECKING:  # pandas is imported when a table is built, not by every gati
 __all__ = ["population_medians", "population_rows", "population_table", "wilson_interval", "Z95"]
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile (two-sided 95% intervals)
-_BUCKET_SHIFT = 18  # a bucket: the sign, exponent and top 5 mantissa bits of a float32 (3% wide)
-_N_BUCKETS = 1 << (32 - _BUCKET_SHIFT)
+_N_CODES = 1 << 16  # a float32's top 16 bits: sign, exponent, 7 mantissa bits (a bucket 0.8% wide)
 _MAX_SIGNATURE_BITS = 20  # more populations than this: medians one population at a time
+_MAX_SIGNATURES = 256  # ... and more distinct sets of them (each is a 65,536-bucket histogram)
 
 
 def population_table(sample: Sample, masks: Mapping[str, np.ndarray], parents: Mapping[str, str],
@@ -89,28 +89,29 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
 
     Notes
     -----
-    A float32's bits, with negative values' bits flipped, sort as the values do, so the top 14
-    bits name a bucket (sign, exponent, 5 mantissa bits: 3% of the value wide) and buckets
-    sort as values. Events are labelled once by their *signature*, the set of populations they
-    belong to (a nested hierarchy has a few dozen at most). Per column, one ``np.bincount`` of
-    (signature, bucket) gives every signature's histogram; summing signatures gives every
-    population's, whose cumulative counts name the bucket holding each middle rank. Only the
-    events of those few buckets are then gathered, and ``np.partition`` within the bucket gives
-    the exact order statistics; for an even count the median is the float32 mean of the two
-    middle values, as ``np.median`` computes it. About seven passes over each column, however
-    many populations, instead of a gather and a partition of every population's events.
+    A float32's top 16 bits (sign, exponent, 7 mantissa bits) name a bucket 0.8% of the value
+    wide, and the buckets sort as the values do once negative ones are flipped. Events are
+    labelled once by their *signature*, the set of populations they belong to (a nested
+    hierarchy has a few dozen at most). Per column, one ``np.bincount`` of (signature, bucket)
+    gives every signature's histogram; summing signatures gives every population's, whose
+    cumulative counts over the buckets in value order name the bucket holding each middle rank.
+    Only the events of those few buckets are then gathered, and ``np.partition`` within the
+    bucket gives the exact order statistics; for an even count the median is the float32 mean
+    of the two middle values, as ``np.median`` computes it. About four passes over each column,
+    however many populations, instead of a gather and a partition of every population's events.
     """
     names = list(masks)
     if not columns or not names:
         return {name: [float("nan")] * len(columns) for name in names}
-    if len(names) > _MAX_SIGNATURE_BITS:
+    signature, membership = _signatures([masks[name] for name in names]) if len(names) <= _MAX_SIGNATURE_BITS else (None, None)
+    if membership is None or membership.shape[1] > _MAX_SIGNATURES:  # not a hierarchy: one at a time
         return {name: [_median(c[np.flatnonzero(masks[name])]) for c in columns] for name in names}
-    signature, membership = _signatures([masks[name] for name in names])
     n_signatures = membership.shape[1]
     counts = (membership.astype(np.int64) @ np.bincount(signature, minlength=n_signatures)).tolist()
     weights = membership.astype(np.float64)
-    # each signature's histogram is a row of n_buckets: the bincount index is offset + bucket
-    offset = (signature * _N_BUCKETS).astype(np.uint32)
+    # each signature's histogram is a row of the 65,536 codes: the bincount index is offset + code
+    offset = signature * _N_CODES
+    key = np.empty_like(offset)  # reused for every column
     out: dict[str, list[float]] = {name: [] for name in names}
     for column in columns:
         column = np.asarray(column)
@@ -118,43 +119,42 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
             for name in names:
                 out[name].append(_median(column[np.flatnonzero(masks[name])]))
             continue
-        bucket = _buckets(column)
-        bucket += offset
-        histogram = np.bincount(bucket, minlength=n_signatures * _N_BUCKETS).reshape(n_signatures, _N_BUCKETS)
-        bucket -= offset
+        np.add(offset, column.view(np.uint32) >> np.uint32(16), out=key)
+        histogram = np.bincount(key, minlength=n_signatures * _N_CODES).reshape(n_signatures, _N_CODES)
+        # the codes present, in the order of their values; a population's histogram over them
+        codes = np.flatnonzero(histogram.any(axis=0))
+        codes = codes[np.argsort(_rank(codes), kind="stable")]
         # float64 products are exact for counts below 2**53, and take the BLAS path
-        cumulative = np.cumsum(weights @ histogram.astype(np.float64), axis=1)
-        wanted = {}  # population -> (bucket, rank) of its one or two middle values
+        cumulative = np.cumsum(weights @ histogram[:, codes].astype(np.float64), axis=1)
+        wanted = {}  # population -> (code, events before that code, rank) of its middle values
         for i, k in enumerate(counts):
             if k:
-                wanted[i] = [(int(np.searchsorted(cumulative[i], r, side="right")), r) for r in ((k - 1) // 2, k // 2)]
-        targets = np.zeros(_N_BUCKETS, dtype=bool)
-        targets[[b for pairs in wanted.values() for b, _ in pairs]] = True
-        near = np.flatnonzero(targets[bucket])  # the events of the buckets that hold a middle rank
-        near_bucket, near_values = bucket[near], column[near]
+                at = [int(np.searchsorted(cumulative[i], r, side="right")) for r in ((k - 1) // 2, k // 2)]
+                wanted[i] = [(int(codes[j]), int(cumulative[i, j - 1]) if j else 0, r)
+                             for j, r in zip(at, ((k - 1) // 2, k // 2))]
+        targets = np.zeros(_N_CODES, dtype=bool)
+        targets[[c for triples in wanted.values() for c, _, _ in triples]] = True
+        near = np.flatnonzero(np.tile(targets, n_signatures)[key])  # events whose code holds a middle rank
+        near_key, near_values = key[near], column[near]
+        near_code, near_signature = near_key & (_N_CODES - 1), near_key >> 16
         for i, name in enumerate(names):
             if i not in wanted:
                 out[name].append(float("nan"))
                 continue
-            inside = masks[name][near]
+            inside = membership[i][near_signature]
             middle = []
-            for b, r in wanted[i]:
-                before = int(cumulative[i, b - 1]) if b else 0
-                values = near_values[inside & (near_bucket == b)]
+            for code, before, r in wanted[i]:
+                values = near_values[inside & (near_code == code)]
                 middle.append(np.partition(values, r - before)[r - before])
             out[name].append(float(np.mean(np.asarray(middle, dtype=np.float32))))
     return out
 
 
-def _buckets(column: np.ndarray) -> np.ndarray:
-    """Monotone bucket (0 .. _N_BUCKETS - 1) of each float32, as uint32."""
-    bits = column.view(np.uint32)
-    # negative floats: flip all bits (larger magnitude sorts lower); positive: set the sign bit
-    key = (column.view(np.int32) >> 31).view(np.uint32)
-    key |= np.uint32(0x80000000)
-    key ^= bits
-    key >>= np.uint32(_BUCKET_SHIFT)
-    return key
+def _rank(codes: np.ndarray) -> np.ndarray:
+    """Order of the top 16 bits of float32s as the values sort: negative codes flipped (a larger
+    magnitude sorts lower), positive codes above them."""
+    codes = np.asarray(codes, dtype=np.int64)
+    return np.where(codes & 0x8000, codes ^ 0xFFFF, codes | 0x8000)
 
 
 def _signatures(masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -474,6 +474,13 @@ class _Engine:
         self.thresholds: dict[str, Threshold | None] = {}
         self.records: list[dict[str, Any]] = []
         self.status: dict[str, str] = {}
+        self.indices: dict[str, np.ndarray] = {}
+
+    def events_of(self, population: str) -> np.ndarray:
+        """Indices of a population's events (computed once: a parent serves several gates)."""
+        if population not in self.indices:
+            self.indices[population] = np.flatnonzero(self.masks[population])
+        return self.indices[population]
 
     def resolve(self, population: str) -> str:
         while population in self.alias:
@@ -497,19 +504,22 @@ class _Engine:
             self.status[name] = "na"
             self.records.append({**record, "status": "na", "reason": f"parent {parent} is NA"})
             return
-        idx = np.flatnonzero(parent_mask)
+        idx = self.events_of(parent)
         record["events_in"] = int(idx.size)
         try:
             if method == "rule":
                 missing = [t for t in gate["rule"] if self.channel(t) is None]
                 if missing:
                     raise _LeftOut(f"marker {', '.join(self.marker(t) for t in missing)} not in the panel")
-                inside = np.ones(idx.size, dtype=bool)
+                # the parent's events that pass every cut: a comparison along whole contiguous
+                # channels ANDed with the parent is the same set as comparing the parent's
+                # gathered events, at a tenth of the cost
+                mask = parent_mask.copy()
                 cuts = []
                 for t, side in gate["rule"].items():
                     threshold = self.threshold(t, parent)
-                    values = self.data[self.channel(t)][idx]
-                    inside &= values > threshold.value if side == "above" else values <= threshold.value
+                    values = self.data[self.channel(t)]
+                    mask &= values > threshold.value if side == "above" else values <= threshold.value
                     cuts.append({"threshold": t, "side": side, **self.describe(t, threshold)})
                 record.update(channels=[self.channel(t) for t in gate["rule"]], cuts=cuts)
             elif method == "not":
@@ -518,14 +528,16 @@ class _Engine:
                 other = self.masks.get(gate["of"])
                 if other is None:
                     raise _LeftOut(f"{gate['of']} is not gated")
-                inside = ~other[idx]
+                mask = parent_mask & ~other
                 record["of"] = gate["of"]
-            elif method == "singlet_ratio":
-                inside, details = self.singlets(idx, float(gate.get("k", 4.0)), name)
-                record.update(details)
             else:
-                inside, details = self.lymphocytes(idx, gate)
+                if method == "singlet_ratio":
+                    inside, details = self.singlets(idx, float(gate.get("k", 4.0)), name)
+                else:
+                    inside, details = self.lymphocytes(idx, gate)
                 record.update(details)
+                mask = np.zeros(self.sample.n_events, dtype=bool)
+                mask[idx[inside]] = True
         except _NotAvailable as why:
             self.masks[name] = np.zeros(self.sample.n_events, dtype=bool)
             self.parents[name] = parent
@@ -537,9 +549,7 @@ class _Engine:
             self.status[name] = "absent"
             self.records.append({**record, "status": "absent", "reason": str(why)})
             return
-        mask = np.zeros(self.sample.n_events, dtype=bool)
-        mask[idx[inside]] = True
-        record["events_out"] = int(np.count_nonzero(inside))
+        record["events_out"] = int(np.count_nonzero(mask))
         record["status"] = "ok"
         if record["events_out"] < MIN_EVENTS:
             record.update(status="na", reason=f"fewer than {MIN_EVENTS} events ({record['events_out']})")
@@ -576,7 +586,7 @@ class _Engine:
             mask = self.masks.get(on)
             if mask is None or np.count_nonzero(mask) < MIN_EVENTS or self.status.get(on) == "na":
                 raise _NotAvailable(f"too few events in {on} to choose the {t} threshold")
-            values = self.data[self.channel(t)][mask]
+            values = self.data[self.channel(t)][self.events_of(on)]
             method = spec.get("method", "valley")
             side = spec.get("side", "upper")
             if method == "valley":
