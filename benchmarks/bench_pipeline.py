@@ -24,7 +24,8 @@ In one run and on the SAME simulated file per size (``treganalysis.simulate``), 
 * peak memory (``/usr/bin/time -v``, maximum resident set size) of each subprocess job, next to
   n x p x 4 bytes of the raw event matrix and the interpreter's RSS after the imports alone;
 * per-job start-up: ``python -m treganalysis --version``, ``-X importtime`` of a gate job (the
-  package's import time, the largest imports, and whether plotly or statsmodels are imported);
+  package's import time, the largest imports, and whether pandas, scipy, scikit-learn, plotly or
+  statsmodels are imported);
 * with ``--cohort``: the workflow's demo (24 samples of 100,000 events, the default
   ``config/config.yaml``) with ``snakemake --cores 1`` and ``--cores 2`` in fresh temporary
   folders: wall time, speed-up, and the serial parts from Snakemake's log.
@@ -280,7 +281,7 @@ def measure_size(n: int, repeats: int, folder: Path) -> dict[str, Any]:
     import flowkit as fk
     import treganalysis as ta
     import treganalysis.cli as cli
-    from treganalysis._files import write_bytes_atomic, write_tsv_atomic
+    from treganalysis._files import records_tsv, write_bytes_atomic
     from treganalysis.gating import strategy as st
     from treganalysis.qc import qc_sample
     from treganalysis.views import gate_views, save_views
@@ -361,7 +362,7 @@ def measure_size(n: int, repeats: int, folder: Path) -> dict[str, Any]:
     engine = ours_hierarchy()
 
     # 6. population table
-    table = lambda: st.population_table(comp, engine.masks, engine.parents, panel, engine.status, root=qc.keep)  # noqa: E731
+    table = lambda: st.population_rows(comp, engine.masks, engine.parents, panel, engine.status, root=qc.keep)  # noqa: E731
     row("population table", *compare(repeats, table, lambda: flowkit_table(fk_results, fk_comp_events, params)),
         f"{len(engine.masks)} vs 7 populations x {len(params['median_columns'])} medians", fn=table)
 
@@ -374,7 +375,7 @@ def measure_size(n: int, repeats: int, folder: Path) -> dict[str, Any]:
     out_w.mkdir(exist_ok=True)
 
     def write_outputs():
-        write_tsv_atomic(out_w / "populations.tsv", result.populations)
+        write_bytes_atomic(out_w / "populations.tsv", records_tsv(result.rows).encode("utf-8"))
         write_bytes_atomic(out_w / "gates.json", result.to_json().encode("utf-8"))
         save_views(views, out_w / "views.npz")
 
@@ -427,6 +428,10 @@ def measure_size(n: int, repeats: int, folder: Path) -> dict[str, Any]:
             "qc_removed": int(n - qc.keep.sum()), "paths": {"file": path, "params": params_file}}
 
 
+# what a gating job should not import (each costs 0.3-2 s of start-up per job)
+_HEAVY = ("pandas", "scipy", "sklearn", "plotly", "statsmodels")
+
+
 def measure_startup(path: Path, params_file: Path, folder: Path, repeats: int) -> dict[str, Any]:
     """Start-up and imports of a job, and the baseline RSS of the interpreter with the imports."""
     py = sys.executable
@@ -435,9 +440,8 @@ def measure_startup(path: Path, params_file: Path, folder: Path, repeats: int) -
     out["python_pass"] = best_command([py, "-c", "pass"], repeats)
     out["version"] = best_command([py, "-m", "treganalysis", "--version"], repeats)
     out["import_ours"] = best_command([py, "-c", "import treganalysis.cli"], repeats)
-    out["import_ours_gmm"] = best_command([py, "-c", "import treganalysis.cli, sklearn.mixture"], repeats)
     out["import_flowkit"] = best_command([py, "-c", "import flowkit"], repeats)
-    for key in ("python_pass", "version", "import_ours", "import_ours_gmm", "import_flowkit"):
+    for key in ("python_pass", "version", "import_ours", "import_flowkit"):
         print(f"  {key:<16} {out[key]['wall_s']:.3f} s, peak RSS {out[key]['max_rss_mb']:.0f} MB", flush=True)
 
     def importtime(cmd: list[str]) -> list[tuple[str, int, int, int]]:
@@ -460,8 +464,7 @@ def measure_startup(path: Path, params_file: Path, folder: Path, repeats: int) -
         "treganalysis.cli": cumulative(ours_rows, "treganalysis.cli"),
         "all": sum(r[3] for r in ours_rows if r[1] == 0) / 1e6,
         "top": sorted(((r[0], r[3] / 1e6) for r in ours_rows if r[1] <= 1), key=lambda t: -t[1])[:12],
-        "plotly": sorted(m for m in modules if m.split(".")[0] == "plotly"),
-        "statsmodels": sorted(m for m in modules if m.split(".")[0] == "statsmodels"),
+        **{heavy: sorted(m for m in modules if m.split(".")[0] == heavy) for heavy in _HEAVY},
         "modules": len(modules),
     }
     out["flowkit_imports"] = {"flowkit": cumulative(theirs_rows, "flowkit"),
@@ -469,8 +472,8 @@ def measure_startup(path: Path, params_file: Path, folder: Path, repeats: int) -
                               "modules": len({r[0] for r in theirs_rows})}
     oi = out["ours_imports"]
     print(f"  gate job imports: treganalysis {oi['treganalysis']:.3f} s + treganalysis.cli {oi['treganalysis.cli']:.3f} s "
-          f"(all {oi['all']:.3f} s, {oi['modules']} modules); plotly: {bool(oi['plotly'])}, "
-          f"statsmodels: {bool(oi['statsmodels'])}", flush=True)
+          f"(all {oi['all']:.3f} s, {oi['modules']} modules); "
+          + ", ".join(f"{heavy}: {bool(oi[heavy])}" for heavy in _HEAVY), flush=True)
     print(f"  FlowKit job imports: flowkit {out['flowkit_imports']['flowkit']:.3f} s", flush=True)
     return out
 
@@ -647,15 +650,15 @@ def render(sizes: list[dict], startup: dict | None, cohort: dict | None, info: d
         add("|---|---:|---:|")
         for key, label in (("python_pass", "`python -c pass`"), ("version", "`python -m treganalysis --version`"),
                            ("import_ours", "`python -c 'import treganalysis.cli'`"),
-                           ("import_ours_gmm", "`python -c 'import treganalysis.cli, sklearn.mixture'` (what a gate job ends up importing)"),
                            ("import_flowkit", "`python -c 'import flowkit'`")):
             add(f"| {label} | {startup[key]['wall_s']:.3f} | {startup[key]['max_rss_mb']:.0f} |")
         add("")
         add(f"`python -X importtime -m treganalysis gate ...` ({sizes[-1]['n']:,} events): importing `treganalysis` "
             f"{oi['treganalysis']:.3f} s cumulative, then `treganalysis.cli` {oi['treganalysis.cli']:.3f} s more; "
             f"{oi['all']:.3f} s for all {oi['modules']} modules the job imports (lazy imports during the run included). "
-            f"plotly imported: {'yes (' + ', '.join(oi['plotly'][:3]) + ')' if oi['plotly'] else 'no'}; "
-            f"statsmodels imported: {'yes' if oi['statsmodels'] else 'no'}. FlowKit's job: `flowkit` "
+            + "; ".join(f"{heavy} imported: {'yes (' + str(len(oi[heavy])) + ' modules)' if oi[heavy] else 'no'}"
+                        for heavy in _HEAVY)
+            + f". FlowKit's job: `flowkit` "
             f"{fi['flowkit']:.3f} s ({fi['all']:.3f} s, {fi['modules']} modules in all).")
         add("")
         add("Largest imports of the gate job (cumulative s; nesting level 0 and 1): "

@@ -341,11 +341,16 @@ def ellipse(
             # thread pool makes this small product slow on a busy machine
             offsets = [events[:, i].astype(np.float64) - centre[i] for i in range(dims)]
             distance = np.zeros(events.shape[0])
-            finite = np.ones(events.shape[0], dtype=bool)
             for i in range(dims):
-                finite &= np.isfinite(offsets[i])
-                for j in range(dims):
-                    distance += inverse[i, j] * offsets[i] * offsets[j]
+                # row i of the quadratic form: offset_i * sum_j inverse[i, j] * offset_j
+                row = inverse[i, 0] * offsets[0]
+                for j in range(1, dims):
+                    row += inverse[i, j] * offsets[j]
+                row *= offsets[i]
+                distance += row
+            # a NaN or infinite coordinate makes the distance NaN or infinite: such events are out
+            # (as are events so far out, beyond 1e150, that the distance overflows)
+            finite = np.isfinite(distance)
         else:
             offset = events.astype(np.float64) - centre
             distance = np.einsum("ij,ij->i", offset @ inverse, offset)  # per event

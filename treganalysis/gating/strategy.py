@@ -649,14 +649,14 @@ class _Engine:
             raise _LeftOut("FSC-A and SSC-A are needed") from None
         top = np.array([self.sample.ranges[fsc] or 262144.0, self.sample.ranges[ssc] or 262144.0])
         events = self.sample.events
-        xy = np.column_stack((events[:, fsc][idx], events[:, ssc][idx])) / top  # scaled to [0, 1]
+        raw = np.column_stack((events[:, fsc][idx], events[:, ssc][idx]))  # float32, the parent's events
         name = gate["population"]
         if name in self.fitted:
             fit = self.fitted[name]
         else:
             size = int(gate.get("subsample", 20000))
             rng = np.random.default_rng(0)  # the same subsample for the same events
-            fit_on = xy if idx.size <= size else xy[rng.choice(idx.size, size, replace=False)]
+            fit_on = (raw if idx.size <= size else raw[rng.choice(idx.size, size, replace=False)]) / top  # to [0, 1]
             try:
                 gmm = fit_gaussian_mixture(fit_on, int(gate.get("components", 3)), seed=0,
                                            n_init=int(gate.get("starts", 3)))
@@ -675,7 +675,8 @@ class _Engine:
                            "log_likelihood": gmm.log_likelihood}}
         self.learned[name] = fit
         try:
-            inside = ellipse(xy, fit["mean"], fit["covariance"], fit["distance_square"])
+            # in the file's units: the same ellipse, without scaling every event
+            inside = ellipse(raw, fit["mean"] * top, fit["covariance"] * np.outer(top, top), fit["distance_square"])
         except ValueError as exc:  # a degenerate fit (e.g. garbage events): this gate cannot be drawn
             raise _NotAvailable(f"the lymphocyte mixture is degenerate ({exc})") from None
         return inside, {
@@ -749,17 +750,13 @@ def _sha256_started(path: Path | None) -> "Callable[[], str | None]":
 
 
 def _versions() -> dict[str, str | None]:
-    """Versions of the packages whose code decides a sample's numbers."""
+    """Versions of what decides a sample's numbers: Python, numpy and PyYAML (the template and
+    config); a gating job uses nothing else (scipy, pandas and scikit-learn no longer take part)."""
     import platform
-    from importlib import metadata
 
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("numpy", "scipy", "pandas", "scikit-learn", "flowio", "flowkit"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+    import yaml
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "pyyaml": yaml.__version__}
 
 
 def _version() -> str:
