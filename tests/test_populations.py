@@ -40,6 +40,17 @@ def test_medians_equal_numpy_median_exactly(n):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
+def test_large_sample_with_few_populations_uses_every_code_and_stays_exact():
+    """Above 65,536 x (sets of populations) events the histogram spans all 16-bit codes
+    instead of the codes present: the other path, the same medians."""
+    rng = np.random.default_rng(7)
+    n = 300_000
+    column = (rng.lognormal(4, 1.5, n) - 60).astype(np.float32)
+    outer = rng.random(n) < 0.9
+    masks = {"outer": outer, "inner": outer & (rng.random(n) < 0.3)}  # 3 sets: 196,608 < n
+    assert population_medians([column], masks) == _expected([column], masks)
+
+
 def test_even_count_median_is_the_float32_mean_of_the_middle_values():
     column = np.array([1.0, 2.0, 4.0, 1e8 + 8], dtype=np.float32)
     got = population_medians([column], {"all": np.ones(4, dtype=bool)})["all"][0]

@@ -112,6 +112,9 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
     # each signature's histogram is a row of the 65,536 codes: the bincount index is offset + code
     offset = signature * _N_CODES
     key = np.empty_like(offset)  # reused for every column
+    # below about 65,536 x signatures events, a histogram over every code would outweigh the
+    # events: slots are then the codes present in the column, numbered densely
+    dense = n_signatures * _N_CODES > signature.size
     out: dict[str, list[float]] = {name: [] for name in names}
     for column in columns:
         column = np.asarray(column)
@@ -119,32 +122,42 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
             for name in names:
                 out[name].append(_median(column[np.flatnonzero(masks[name])]))
             continue
-        np.add(offset, column.view(np.uint32) >> np.uint32(16), out=key)
-        histogram = np.bincount(key, minlength=n_signatures * _N_CODES).reshape(n_signatures, _N_CODES)
-        # the codes present, in the order of their values; a population's histogram over them
-        codes = np.flatnonzero(histogram.any(axis=0))
-        codes = codes[np.argsort(_rank(codes), kind="stable")]
+        code = column.view(np.uint32) >> np.uint32(16)
+        if dense:
+            slot_code = np.flatnonzero(np.bincount(code, minlength=_N_CODES))
+            lookup = np.zeros(_N_CODES, dtype=np.intp)
+            lookup[slot_code] = np.arange(slot_code.size)
+            width = slot_code.size
+            np.add(signature * width, lookup[code], out=key)
+        else:
+            slot_code, width = None, _N_CODES
+            np.add(offset, code, out=key)
+        del code
+        histogram = np.bincount(key, minlength=n_signatures * width).reshape(n_signatures, width)
+        # the slots present, in the order of their values; a population's histogram over them
+        slots = np.flatnonzero(histogram.any(axis=0))
+        slots = slots[np.argsort(_rank(slots if slot_code is None else slot_code[slots]), kind="stable")]
         # float64 products are exact for counts below 2**53, and take the BLAS path
-        cumulative = np.cumsum(weights @ histogram[:, codes].astype(np.float64), axis=1)
-        wanted = {}  # population -> (code, events before that code, rank) of its middle values
+        cumulative = np.cumsum(weights @ histogram[:, slots].astype(np.float64), axis=1)
+        wanted = {}  # population -> (slot, events before that slot, rank) of its middle values
         for i, k in enumerate(counts):
             if k:
                 at = [int(np.searchsorted(cumulative[i], r, side="right")) for r in ((k - 1) // 2, k // 2)]
-                wanted[i] = [(int(codes[j]), int(cumulative[i, j - 1]) if j else 0, r)
+                wanted[i] = [(int(slots[j]), int(cumulative[i, j - 1]) if j else 0, r)
                              for j, r in zip(at, ((k - 1) // 2, k // 2))]
-        targets = np.zeros(_N_CODES, dtype=bool)
-        targets[[c for triples in wanted.values() for c, _, _ in triples]] = True
-        near = np.flatnonzero(np.tile(targets, n_signatures)[key])  # events whose code holds a middle rank
-        near_key, near_values = key[near], column[near]
-        near_code, near_signature = near_key & (_N_CODES - 1), near_key >> 16
+        targets = np.zeros(width, dtype=bool)
+        targets[[slot for triples in wanted.values() for slot, _, _ in triples]] = True
+        near = np.flatnonzero(np.tile(targets, n_signatures)[key])  # events whose slot holds a middle rank
+        near_signature, near_slot = np.divmod(key[near], width)
+        near_values = column[near]
         for i, name in enumerate(names):
             if i not in wanted:
                 out[name].append(float("nan"))
                 continue
             inside = membership[i][near_signature]
             middle = []
-            for code, before, r in wanted[i]:
-                values = near_values[inside & (near_code == code)]
+            for slot, before, r in wanted[i]:
+                values = near_values[inside & (near_slot == slot)]
                 middle.append(np.partition(values, r - before)[r - before])
             out[name].append(float(np.mean(np.asarray(middle, dtype=np.float32))))
     return out
