@@ -390,6 +390,56 @@ def test_index_shows_event_counts_as_integers(built):
     assert str(total) in cells and f"{total}.0" not in cells
 
 
+# -- pages drawn one at a time (the workflow's per-sample jobs) -----------------------------------------
+
+
+def test_pages_drawn_one_per_call_are_the_report_pages(built, tmp_path):
+    """`report --sample ID` (one workflow job per sample) draws the page `report` draws, nothing else."""
+    sheet = built["root"] / "sheet.tsv"
+    for sample_id in built["ids"]:
+        assert main(["report", "--results", str(built["results"]), "--sheet", str(sheet), "--sample", sample_id,
+                     "--out", str(tmp_path / "pages")]) == 0
+    assert sorted(p.relative_to(tmp_path / "pages").as_posix() for p in (tmp_path / "pages").rglob("*")
+                  if p.is_file()) == sorted(f"samples/{s}.html" for s in built["ids"])
+    for sample_id in built["ids"]:
+        assert (tmp_path / "pages" / "samples" / f"{sample_id}.html").read_text(encoding="utf-8") == \
+            built["pages"][sample_id]
+    # the site built from them copies the pages and writes the same index and plotly.min.js
+    assert main(["report", "--results", str(built["results"]), "--sheet", str(sheet), "--pages",
+                 str(tmp_path / "pages"), "--out", str(tmp_path / "site")]) == 0
+    site = tmp_path / "site"
+    assert sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()) == sorted(
+        ["index.html", PLOTLY_JS] + [f"samples/{s}.html" for s in built["ids"]])
+    assert (site / "index.html").read_text(encoding="utf-8") == built["index"]
+    for sample_id in built["ids"]:
+        assert (site / "samples" / f"{sample_id}.html").read_text(encoding="utf-8") == built["pages"][sample_id]
+
+
+def test_write_report_copies_the_given_pages(built, tmp_path):
+    from treganalysis.report import write_sample_pages
+
+    written = write_sample_pages(built["results"], tmp_path / "pages", ["P01_D5"])
+    assert written == [tmp_path / "pages" / "samples" / "P01_D5.html"]
+    marked = written[0].read_text(encoding="utf-8").replace("</body>", "<!-- drawn by its own job --></body>")
+    written[0].write_text(marked, encoding="utf-8")
+    sheet = pd.DataFrame({"sample_id": ["P01_D5"], "subject": ["P01"]})
+    write_report(built["results"], tmp_path / "site", sheet, pages=tmp_path / "pages")
+    assert (tmp_path / "site" / "samples" / "P01_D5.html").read_text(encoding="utf-8") == marked
+
+
+def test_a_missing_or_unknown_page_is_an_error(built, tmp_path, capsys):
+    sheet = built["root"] / "sheet.tsv"
+    (tmp_path / "pages" / "samples").mkdir(parents=True)
+    assert main(["report", "--results", str(built["results"]), "--sheet", str(sheet), "--pages",
+                 str(tmp_path / "pages"), "--out", str(tmp_path / "site")]) == 1
+    err = capsys.readouterr().err
+    assert "P01_D0.html" in err and "report --sample" in err
+    assert not (tmp_path / "site" / "index.html").exists()
+    assert main(["report", "--results", str(built["results"]), "--sheet", str(sheet), "--sample", "P09_D0",
+                 "--out", str(tmp_path / "pages")]) == 1
+    assert "not in the sample sheet: P09_D0" in capsys.readouterr().err
+
+
 # -- untrusted text ------------------------------------------------------------------------------------
 
 

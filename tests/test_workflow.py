@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,12 +37,79 @@ def finished(tmp_path_factory) -> Path:
     return workdir
 
 
+def job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table of a Snakemake run or dry run: rule -> number of jobs."""
+    lines = output[output.index("Job stats:"):].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
 def test_dry_run_lists_the_jobs(tmp_path):
     run = snakemake(tmp_path, "-n", config=TINY)
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout + run.stderr
     assert "simulate_demo" in out and "cohort" in out
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
+
+
+def rule_graph(output: str) -> dict[str, set[str]]:
+    """Snakemake's --rulegraph (dot): rule -> the rules it takes input from."""
+    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', output, flags=re.M))
+    needs: dict[str, set[str]] = {name: set() for name in names.values()}
+    for source, target in re.findall(r"^\s*(\d+) -> (\d+)", output, flags=re.M):
+        needs[names[target]].add(names[source])
+    return needs
+
+
+def upstream(graph: dict[str, set[str]], rule: str) -> set[str]:
+    seen, todo = set(), [rule]
+    while todo:
+        for parent in graph[todo.pop()] - seen:
+            seen.add(parent)
+            todo.append(parent)
+    return seen
+
+
+def test_sample_pages_are_drawn_beside_the_statistics(tmp_path):
+    """The sample pages need the gating results only: their job runs beside cohort and stats, and
+    the report job (the cohort index, which needs the statistics) copies them into the site."""
+    run = snakemake(tmp_path, "-n", "-p", config=TINY)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout + run.stderr
+    assert job_counts(out) == {"simulate_demo": 1, "gate": 8, "cohort": 1, "stats": 1, "sample_pages": 1, "report": 1,
+                               "all": 1}
+    graph = rule_graph(snakemake(tmp_path, "--rulegraph", config=TINY).stdout)
+    assert upstream(graph, "sample_pages") == {"simulate_demo", "gate"}  # neither cohort nor stats
+    assert {"sample_pages", "stats"} <= graph["report"]
+    samples = [f"P0{s}_D{d}" for s in (1, 2) for d in (0, 5, 12, 33)]
+    pages = [line for line in out.splitlines() if "treganalysis report" in line and "--out results/pages " in line]
+    assert len(pages) == 1 and sorted(re.findall(r"--sample (\S+)", pages[0])) == sorted(samples)
+    site = [line for line in out.splitlines() if "treganalysis report" in line and "--out results/report " in line]
+    assert len(site) == 1 and "--pages results/pages" in site[0] and "--sample" not in site[0]
+
+
+def test_samples_simulated_one_at_a_time_are_the_demo_files(finished, tmp_path):
+    """`simulate --sample` (one sample per call) and `--tables` write the demo's bytes: the cohort could
+    be simulated one sample per job."""
+    parts = tmp_path / "parts"
+    cohort = [sys.executable, "-m", "treganalysis", "simulate", "--out", str(parts), "--subjects", "2",
+              "--visits", "il2-course", "--events", "5000", "--seed", "3"]
+    samples = [f"P0{s}_D{d}" for s in (1, 2) for d in (0, 5, 12, 33)]
+    for extra in (["--tables", "sheet"], *(["--sample", s] for s in reversed(samples)), ["--tables", "truth"]):
+        run = subprocess.run([*cohort, *extra], cwd=REPO, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+    demo = finished / "resources" / "demo"
+    files = sorted(p.relative_to(demo).as_posix() for p in demo.rglob("*") if p.is_file())
+    assert len(files) == 8 + 8 + 5  # FCS files, labels, samples/truth/subjects/batches/classes tables
+    made = sorted(p.relative_to(parts).as_posix() for p in parts.rglob("*") if p.is_file())
+    assert made == sorted(files + [f"truth/{s}.json" for s in samples])  # + each sample's truth row
+    for name in files:
+        assert (parts / name).read_bytes() == (demo / name).read_bytes(), name
 
 
 def test_demo_run_writes_the_cohort_table(finished):
@@ -74,6 +142,9 @@ def test_report_site_and_snakemake_report_zip(finished):
     assert set(long[long["population"] == "treg"]["subject"]) == {"P01", "P02"}
     assert {"wilcoxon"} <= set(tests["test"]) and sorted(calls["subject"]) == ["P01", "P02"]
     assert "Treg expansion" in index and "IL-2 doses" in index  # the demo marks its dosing days
+    for page in pages:  # each drawn by its own job, copied into the site
+        drawn = finished / "results" / "pages" / "samples" / f"{page}.html"
+        assert (site / "samples" / f"{page}.html").read_bytes() == drawn.read_bytes()
     run = snakemake(finished, "--report", "report.zip", config=TINY)
     assert run.returncode == 0, run.stderr[-2000:]
     names = zipfile.ZipFile(finished / "report.zip").namelist()
@@ -136,6 +207,19 @@ def test_lint_is_clean(tmp_path):
     run = snakemake(tmp_path, "--lint", config=TINY)
     assert run.returncode == 0
     assert "Congratulations" in run.stdout + run.stderr
+
+
+def test_the_profiles_name_rules_of_the_workflow(tmp_path):
+    """A rule renamed in workflow/rules/ is renamed in the SLURM profile's resources and groups too."""
+    run = snakemake(tmp_path, "--list-rules", config=TINY)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rules = set(run.stdout.split())
+    profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    named = set(profile["set-resources"]) | set(profile["set-threads"]) | set(profile["groups"])
+    assert named <= rules, named - rules
+    assert {"simulate_demo", "cohort", "stats", "sample_pages", "report"} <= set(profile["set-resources"])
+    # the short cohort-level steps after the gating are one cluster job
+    assert {profile["groups"].get(r) for r in ("cohort", "stats", "sample_pages", "report")} == {"cohort-summary"}
 
 
 def test_pooled_gating_by_subject(finished, tmp_path):
@@ -225,7 +309,7 @@ def test_provenance_and_a_replaced_input_is_gated_again(finished, tmp_path):
     prov = pd.read_csv(finished / "results" / "cohort" / "provenance.tsv", sep="\t")
     assert len(prov) == 8 and not prov["input_changed"].any()
     assert prov["input_sha256"].str.fullmatch(r"[0-9a-f]{64}").all() and prov["config_sha256"].nunique() == 1
-    assert {"numpy", "scipy", "pandas", "scikit-learn", "flowkit", "treganalysis"} <= set(prov.columns)
+    assert {"python", "numpy", "pyyaml", "treganalysis"} <= set(prov.columns)  # what a gating job imports
     # a copy of the cohort in which one file is replaced by another, with an older date
     workdir = tmp_path / "copy"
     shutil.copytree(finished, workdir, symlinks=True, ignore=shutil.ignore_patterns("report.zip"))

@@ -20,7 +20,7 @@ from ._files import write_bytes_atomic
 from .errors import TregAnalysisError
 from .views import load_views
 
-__all__ = ["DEFAULTS", "index_page", "sample_page", "write_plotly_js", "write_report"]
+__all__ = ["DEFAULTS", "index_page", "sample_page", "write_plotly_js", "write_report", "write_sample_pages"]
 
 DEFAULTS: dict[str, Any] = {
     "dosing_days": [],  # study days of IL-2 doses, marked on the trajectories
@@ -333,8 +333,68 @@ def _sample_summary(sample_id: str, folder: Path, info: Mapping[str, Any]) -> di
     return row
 
 
+def _sheet_samples(samples: Path, sheet: pd.DataFrame | None) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The samples to report (the sheet's, in its order, else every gated folder) and each one's
+    sheet values."""
+    if sheet is not None and "sample_id" in sheet:
+        ids = [str(s) for s in sheet["sample_id"]]
+        infos = {str(r["sample_id"]): {k: v for k, v in r.items() if k not in ("sample_id", "fcs")}
+                 for r in sheet.to_dict("records")}
+    else:
+        ids = sorted(p.name for p in samples.iterdir() if (p / "gates.json").exists()) if samples.is_dir() else []
+        infos = {}
+    return ids, infos
+
+
+def _sample_html(samples: Path, sample_id: str, info: Mapping[str, Any] | None) -> str:
+    """A sample's page, or a failed page when it has no results."""
+    if (samples / sample_id / "gates.json").exists():
+        return sample_page(samples / sample_id, sample_id, info)
+    return _page(sample_id, f"<h1>{_e(sample_id)} {_badge('failed')}</h1><p>No results.</p>", f"../{PLOTLY_JS}")
+
+
+def write_sample_pages(samples: str | Path, out: str | Path, sample_ids: Sequence[str] | None = None,
+                       sheet: pd.DataFrame | None = None) -> list[Path]:
+    """Write sample pages only: ``samples/{id}.html`` under ``out``, as :func:`write_report`
+    draws them (no index, no ``plotly.min.js``).
+
+    The pages need no statistics: a workflow draws them this way in a job of their own (beside
+    the statistics, or one job per sample) and hands the folder to ``write_report(..., pages=out)``,
+    which copies the pages instead of drawing them again.
+
+    Parameters
+    ----------
+    samples : path
+        Folder with one results folder per sample (``results/samples``).
+    out : path
+        Folder of the pages (a report folder, or one that ``write_report`` copies from).
+    sample_ids : sequence of str, optional
+        The samples to draw (default: all, as :func:`write_report` chooses them).
+    sheet : DataFrame, optional
+        Sample sheet, for the pages' headers.
+
+    Returns
+    -------
+    list of Path
+        The pages written.
+    """
+    samples, out = Path(samples), Path(out)
+    ids, infos = _sheet_samples(samples, sheet)
+    if sample_ids is not None:
+        unknown = [str(s) for s in sample_ids if sheet is not None and str(s) not in infos]
+        if unknown:
+            raise TregAnalysisError(f"not in the sample sheet: {', '.join(unknown)}")
+        ids = [str(s) for s in sample_ids]
+    if not ids:
+        raise TregAnalysisError(f"{samples}: no gated samples to report (run treganalysis gate first)")
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    return [write_bytes_atomic(out / "samples" / f"{s}.html", _sample_html(samples, s, infos.get(s)).encode("utf-8"))
+            for s in ids]
+
+
 def write_report(samples: str | Path, out: str | Path, sheet: pd.DataFrame | None = None,
-                 stats: str | Path | None = None, settings: Mapping[str, Any] | None = None) -> list[Path]:
+                 stats: str | Path | None = None, settings: Mapping[str, Any] | None = None,
+                 pages: str | Path | None = None) -> list[Path]:
     """Write the QC site: ``plotly.min.js``, ``samples/{id}.html`` per sample and ``index.html``.
 
     Parameters
@@ -350,6 +410,9 @@ def write_report(samples: str | Path, out: str | Path, sheet: pd.DataFrame | Non
         shows the cohort's expansion.
     settings : mapping, optional
         The index's ``dosing_days``, ``healthy_band``, ``population`` (``DEFAULTS``).
+    pages : path, optional
+        A folder where :func:`write_sample_pages` wrote the sample pages (``samples/{id}.html``):
+        they are copied instead of drawn again, and every sample's page must be there.
 
     Returns
     -------
@@ -357,22 +420,27 @@ def write_report(samples: str | Path, out: str | Path, sheet: pd.DataFrame | Non
         The pages written.
     """
     samples, out = Path(samples), Path(out)
-    if sheet is not None and "sample_id" in sheet:
-        ids = [str(s) for s in sheet["sample_id"]]
-        infos = {str(r["sample_id"]): {k: v for k, v in r.items() if k not in ("sample_id", "fcs")}
-                 for r in sheet.to_dict("records")}
-    else:
-        ids = sorted(p.name for p in samples.iterdir() if (p / "gates.json").exists()) if samples.is_dir() else []
-        infos = {}
+    ids, infos = _sheet_samples(samples, sheet)
     if not ids:
         raise TregAnalysisError(f"{samples}: no gated samples to report (run treganalysis gate first)")
+    unknown = sorted(set(settings or {}) - set(DEFAULTS))
+    if unknown:
+        raise TregAnalysisError(f"report: unknown setting {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+    drawn = {}
+    if pages is not None:
+        for sample_id in ids:
+            page = Path(pages) / "samples" / f"{sample_id}.html"
+            try:
+                drawn[sample_id] = page.read_bytes()
+            except OSError as exc:
+                raise TregAnalysisError(f"{page}: cannot read the sample's page ({exc.strerror}); draw it first "
+                                        "(treganalysis report --sample)") from None
     (out / "samples").mkdir(parents=True, exist_ok=True)
     write_plotly_js(out)
     written = []
     for sample_id in ids:
-        page = sample_page(samples / sample_id, sample_id, infos.get(sample_id)) if (samples / sample_id / "gates.json").exists() \
-            else _page(sample_id, f"<h1>{_e(sample_id)} {_badge('failed')}</h1><p>No results.</p>", f"../{PLOTLY_JS}")
-        written.append(write_bytes_atomic(out / "samples" / f"{sample_id}.html", page.encode("utf-8")))
+        page = drawn[sample_id] if sample_id in drawn else _sample_html(samples, sample_id, infos.get(sample_id)).encode("utf-8")
+        written.append(write_bytes_atomic(out / "samples" / f"{sample_id}.html", page))
     summary = pd.DataFrame([_sample_summary(s, samples / s, infos.get(s, {})) for s in ids])
     for column in ("events", "cd4_events", "treg_events"):  # counts stay integers beside a failed sample's blanks
         if column in summary:
@@ -384,9 +452,6 @@ def write_report(samples: str | Path, out: str | Path, sheet: pd.DataFrame | Non
                       for name in ("longitudinal", "tests", "responders")}
         except (OSError, ValueError) as exc:
             raise TregAnalysisError(f"{stats}: cannot read the statistics tables ({exc}); run treganalysis stats first") from None
-    unknown = sorted(set(settings or {}) - set(DEFAULTS))
-    if unknown:
-        raise TregAnalysisError(f"report: unknown setting {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
     page = index_page(summary, cohort, settings)
     written.append(write_bytes_atomic(out / "index.html", page.encode("utf-8")))
     return written

@@ -32,24 +32,29 @@ single-stain control files.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ._files import read_yaml_mapping, write_bytes_atomic, write_tsv_atomic
 from .errors import TregAnalysisError
 from .fcs import write_fcs
 from .sample import Spillover
 
+if TYPE_CHECKING:  # pandas only where tables are written: a one-sample job does without it
+    import pandas as pd
+
 __all__ = [
     "CLASSES", "DEFAULTS", "PRESETS", "SampleSpec", "cohort_plan", "SimulatedEvents", "SimulationError", "class_fractions",
-    "il2_effect", "load_config", "population_masks", "simulate_cohort", "simulate_events", "spillover_matrix",
+    "il2_effect", "load_config", "population_masks", "simulate_cohort", "simulate_events", "simulate_samples",
+    "spillover_matrix", "write_cohort_tables",
 ]
 
 
@@ -516,7 +521,132 @@ def simulate_cohort(
     -------
     dict of DataFrame
         ``samples``, ``truth``, ``subjects``, ``batches`` (and ``controls``), as written.
+
+    See Also
+    --------
+    simulate_samples, write_cohort_tables : the same files in parts (one sample per workflow
+        job, the tables in another), byte for byte.
     """
+    design = _design(subjects, visits, events, seed, config, healthy, placebo)
+    out = Path(out)
+    truth_rows = [_simulate_planned(out, design, item) for item in design.plan]
+    return _write_tables(out, design, truth_rows, controls=controls)
+
+
+def simulate_samples(
+    out: str | os.PathLike,
+    sample_ids: Sequence[str],
+    subjects: int = 6,
+    visits: str = "il2-course",
+    events: int = 100_000,
+    seed: int = 1,
+    config: Mapping[str, Any] | None = None,
+    healthy: int = 0,
+    placebo: int = 0,
+) -> list[dict[str, Any]]:
+    """Simulate only some samples of the cohort :func:`simulate_cohort` would write.
+
+    Each sample has its own random stream (``SeedSequence(seed).spawn``), so its files are the
+    same bytes as in the whole cohort with the same settings, whichever samples are simulated
+    together; a workflow can simulate one sample per job.
+
+    Parameters
+    ----------
+    out : path
+        The cohort's folder. Written per sample: ``fcs/{sample}.fcs``,
+        ``truth/{sample}.labels.npy`` and ``truth/{sample}.json`` (its row of ``truth.tsv`` and
+        a digest of the settings, for :func:`write_cohort_tables`).
+    sample_ids : sequence of str
+        Sample ids of the cohort (``{subject}_D{day}``, see :func:`cohort_plan`).
+    subjects, visits, events, seed, config, healthy, placebo
+        The cohort's settings, as for :func:`simulate_cohort`.
+
+    Returns
+    -------
+    list of dict
+        The samples' rows of ``truth.tsv``.
+
+    Raises
+    ------
+    SimulationError
+        A sample id that is not in the cohort.
+    """
+    design = _design(subjects, visits, events, seed, config, healthy, placebo)
+    by_id = {item["sample_id"]: item for item in design.plan}
+    unknown = [s for s in sample_ids if s not in by_id]
+    if unknown:
+        raise SimulationError(f"not samples of this cohort: {', '.join(map(str, unknown))}; its samples are "
+                              f"{', '.join(by_id)}")
+    out = Path(out)
+    rows = []
+    for sample_id in dict.fromkeys(sample_ids):
+        row = _simulate_planned(out, design, by_id[sample_id])
+        record = {"settings": design.digest, "truth": row}
+        write_bytes_atomic(out / "truth" / f"{sample_id}.json", json.dumps(record, indent=1).encode("utf-8"))
+        rows.append(row)
+    return rows
+
+
+def write_cohort_tables(
+    out: str | os.PathLike,
+    subjects: int = 6,
+    visits: str = "il2-course",
+    events: int = 100_000,
+    seed: int = 1,
+    config: Mapping[str, Any] | None = None,
+    healthy: int = 0,
+    placebo: int = 0,
+    controls: bool = False,
+    truth: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """The cohort's tables, as :func:`simulate_cohort` writes them, without simulating samples.
+
+    With ``truth`` (the default) only ``truth.tsv``, from the ``truth/{sample}.json`` that
+    :func:`simulate_samples` wrote for every sample of the cohort. With ``truth=False`` the
+    tables known before any sample is simulated: ``samples.tsv``, ``subjects.tsv``,
+    ``batches.tsv``, ``truth/classes.tsv`` and, with ``controls``, the control files and
+    ``controls.tsv``. Both together with :func:`simulate_samples` give the bytes of
+    :func:`simulate_cohort` with the same settings.
+
+    Raises
+    ------
+    SimulationError
+        A sample's ``truth/{sample}.json`` is missing, unreadable or was simulated with other settings.
+    """
+    design = _design(subjects, visits, events, seed, config, healthy, placebo)
+    out = Path(out)
+    if not truth:
+        return _write_tables(out, design, None, controls=controls)
+    rows = []
+    for item in design.plan:
+        path = out / "truth" / f"{item['sample_id']}.json"
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SimulationError(f"{path}: cannot read the sample's truth ({exc}); simulate the sample first "
+                                  "(treganalysis simulate --sample)") from None
+        if not isinstance(record, dict) or record.get("settings") != design.digest:
+            raise SimulationError(f"{path}: the sample was simulated with other settings than these; simulate it again")
+        rows.append(record["truth"])
+    return _write_tables(out, design, rows, sheet=False)
+
+
+@dataclass
+class _Design:
+    """A cohort drawn up to the samples' own random streams: cheap, and the same for every part."""
+
+    config: dict[str, Any]
+    preset: dict[str, list[int]]
+    events: int
+    subject_rows: list[dict[str, Any]]
+    plan: list[dict[str, Any]]  # per sample: ids, the subject's draws, its random stream
+    gains: dict[str, np.ndarray]
+    controls_seed: np.random.SeedSequence
+    digest: str  # of every setting, so the parts of one cohort are not mixed with another's
+
+
+def _design(subjects: int, visits: str, events: int, seed: int, config: Mapping[str, Any] | None,
+            healthy: int, placebo: int) -> _Design:
     config = load_config(overrides=config) if config is not None else load_config()
     if visits not in PRESETS:
         raise SimulationError(f"unknown visit schedule {visits!r}; choose one of {', '.join(PRESETS)}")
@@ -524,9 +654,6 @@ def simulate_cohort(
         raise SimulationError("need at least one subject; placebo subjects must be among the subjects")
     if events < 100:
         raise SimulationError(f"events per sample must be at least 100, not {events}")
-    out = Path(out)
-    for folder in ("fcs", "truth"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
     preset = PRESETS[visits]
     il2 = config["il2"]
     root = np.random.SeedSequence(seed)
@@ -535,7 +662,6 @@ def simulate_cohort(
     batches = {day: f"B{i + 1}" for i, day in enumerate(preset["days"])}
     batch_rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     gains = {b: np.exp(batch_rng.normal(0.0, config["batch_gain_sd"], len(markers))) for b in batches.values()}
-    rates = config["artefacts"]
 
     subject_rows, plan = [], []
     for i in range(subjects + healthy):
@@ -560,52 +686,88 @@ def simulate_cohort(
                              "cd25_treg_peak_fold_change": cd25_fc, "lymphocytes_per_ul": round(lymph, 1)})
         days = [0] if is_healthy else preset["days"]
         for day in days:
-            plan.append((name, arm, day, baseline, peak, cd25_fc, lymph, cd4))
-
-    sheet_rows, truth_rows = [], []
+            plan.append({"sample_id": f"{name}_D{day}", "subject": name, "arm": arm, "day": day, "batch": batches[day],
+                         "baseline": baseline, "peak": peak, "cd25_fc": cd25_fc, "lymph": lymph, "cd4": cd4})
     sample_seeds = root.spawn(len(plan) + 1)
-    for (name, arm, day, baseline, peak, cd25_fc, lymph, cd4), sample_seed in zip(plan, sample_seeds[1:]):
-        rng = np.random.default_rng(sample_seed)
-        share = il2_effect(day, preset["doses"], il2["half_life_days"], il2["maintenance_weight"]) if arm == "il2" else 0.0
-        treg = min(baseline * peak ** share, 0.6)
-        fold = treg / baseline  # as realised after the cap
-        flags = {a: bool(rng.random() < float(rates[a])) for a in ("clog", "drift", "margin", "low_events", "tandem")}
-        n = int(events * 0.15) if flags["low_events"] else events
-        spec = SampleSpec(
-            n_events=n, cd4={**cd4, "treg": treg},
-            cd25_treg_fc=cd25_fc ** share, cd25_tcon_fc=il2["cd25_tcon_fc"] ** share,
-            ki67_treg_share=config["ki67"]["baseline_share"] + share * (config["ki67"]["peak_treg_share"] - config["ki67"]["baseline_share"]),
-            cd56_bright_fc=il2["cd56_bright_fc"] ** share, gains=gains[batches[day]],
-            clog=flags["clog"], drift=flags["drift"], margin=flags["margin"], tandem=flags["tandem"],
-        )
-        sample_id = f"{name}_D{day}"
-        sim = simulate_events(spec, config, rng)
-        labels, record = sim.labels, sim.record
-        _write_sample(out / "fcs" / f"{sample_id}.fcs", sim.events, config, rng, sample_id, day, gains=spec.gains)
-        write_bytes_atomic(out / "truth" / f"{sample_id}.labels.npy", _npy_bytes(labels))
-        sheet_rows.append({"sample_id": sample_id, "subject": name, "timepoint": f"D{day}", "day": day,
-                           "fcs": f"fcs/{sample_id}.fcs", "batch": batches[day], "arm": arm,
-                           "lymphocytes_per_ul": round(lymph, 1), "role": "healthy" if arm == "healthy" else "patient"})
-        row = _truth_row(sample_id, name, day, arm, labels, treg, fold, spec, flags, record)
-        truth_rows.append({**row, "batch": batches[day]})
+    for item, sample_seed in zip(plan, sample_seeds[1:]):
+        item["seed"] = sample_seed
+    settings = {"subjects": subjects, "visits": visits, "events": events, "seed": seed, "healthy": healthy,
+                "placebo": placebo, "config": config}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode("utf-8")).hexdigest()
+    return _Design(config, preset, events, subject_rows, plan, gains, sample_seeds[0], digest)
 
-    tables = {"samples": pd.DataFrame(sheet_rows), "truth": pd.DataFrame(truth_rows).round(6),
-              "subjects": pd.DataFrame(subject_rows).round(6)}
-    if controls:
-        tables["controls"] = _write_controls(out, config, gains, np.random.default_rng(sample_seeds[0]))
-    write_tsv_atomic(out / "samples.tsv", tables["samples"])
-    write_tsv_atomic(out / "truth.tsv", tables["truth"])
-    write_tsv_atomic(out / "subjects.tsv", tables["subjects"])
-    tables["batches"] = pd.DataFrame([{"batch": b, **{f"gain_{config['panel'][m][1]}": float(g) for m, g in zip(markers, gain)}}
-                                      for b, gain in gains.items()])
-    write_tsv_atomic(out / "batches.tsv", tables["batches"])
-    write_tsv_atomic(out / "truth" / "classes.tsv", pd.DataFrame({"code": range(len(CLASSES)), "class": CLASSES}))
+
+def _simulate_planned(out: Path, design: _Design, item: Mapping[str, Any]) -> dict[str, Any]:
+    """Simulate one planned sample: write its FCS file and labels; returns its truth row."""
+    config, preset, il2 = design.config, design.preset, design.config["il2"]
+    rates = config["artefacts"]
+    for folder in ("fcs", "truth"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    sample_id, name, arm, day = item["sample_id"], item["subject"], item["arm"], item["day"]
+    baseline, peak, cd25_fc = item["baseline"], item["peak"], item["cd25_fc"]
+    rng = np.random.default_rng(item["seed"])
+    share = il2_effect(day, preset["doses"], il2["half_life_days"], il2["maintenance_weight"]) if arm == "il2" else 0.0
+    treg = min(baseline * peak ** share, 0.6)
+    fold = treg / baseline  # as realised after the cap
+    flags = {a: bool(rng.random() < float(rates[a])) for a in ("clog", "drift", "margin", "low_events", "tandem")}
+    n = int(design.events * 0.15) if flags["low_events"] else design.events
+    spec = SampleSpec(
+        n_events=n, cd4={**item["cd4"], "treg": treg},
+        cd25_treg_fc=cd25_fc ** share, cd25_tcon_fc=il2["cd25_tcon_fc"] ** share,
+        ki67_treg_share=config["ki67"]["baseline_share"] + share * (config["ki67"]["peak_treg_share"] - config["ki67"]["baseline_share"]),
+        cd56_bright_fc=il2["cd56_bright_fc"] ** share, gains=design.gains[item["batch"]],
+        clog=flags["clog"], drift=flags["drift"], margin=flags["margin"], tandem=flags["tandem"],
+    )
+    sim = simulate_events(spec, config, rng)
+    labels, record = sim.labels, sim.record
+    _write_sample(out / "fcs" / f"{sample_id}.fcs", sim.events, config, rng, sample_id, day, gains=spec.gains)
+    write_bytes_atomic(out / "truth" / f"{sample_id}.labels.npy", _npy_bytes(labels))
+    row = _truth_row(sample_id, name, day, arm, labels, treg, fold, spec, flags, record)
+    return {**row, "batch": item["batch"]}
+
+
+def _sheet_row(item: Mapping[str, Any]) -> dict[str, Any]:
+    arm = item["arm"]
+    return {"sample_id": item["sample_id"], "subject": item["subject"], "timepoint": f"D{item['day']}",
+            "day": item["day"], "fcs": f"fcs/{item['sample_id']}.fcs", "batch": item["batch"], "arm": arm,
+            "lymphocytes_per_ul": round(item["lymph"], 1), "role": "healthy" if arm == "healthy" else "patient"}
+
+
+def _write_tables(out: Path, design: _Design, truth_rows: list[dict[str, Any]] | None, sheet: bool = True,
+                  controls: bool = False) -> dict[str, pd.DataFrame]:
+    """Write the cohort's tables: ``truth.tsv`` from ``truth_rows`` (when given) and, with
+    ``sheet``, those known before the samples are simulated (with ``controls``, the controls)."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    config, markers = design.config, _markers(design.config)
+    tables: dict[str, pd.DataFrame] = {}
+    if sheet:
+        tables["samples"] = pd.DataFrame([_sheet_row(item) for item in design.plan])
+    if truth_rows is not None:
+        tables["truth"] = pd.DataFrame(truth_rows).round(6)
+    if sheet:
+        tables["subjects"] = pd.DataFrame(design.subject_rows).round(6)
+        if controls:
+            tables["controls"] = _write_controls(out, config, design.gains, np.random.default_rng(design.controls_seed))
+        write_tsv_atomic(out / "samples.tsv", tables["samples"])
+    if truth_rows is not None:
+        write_tsv_atomic(out / "truth.tsv", tables["truth"])
+    if sheet:
+        write_tsv_atomic(out / "subjects.tsv", tables["subjects"])
+        tables["batches"] = pd.DataFrame([{"batch": b, **{f"gain_{config['panel'][m][1]}": float(g) for m, g in zip(markers, gain)}}
+                                          for b, gain in design.gains.items()])
+        write_tsv_atomic(out / "batches.tsv", tables["batches"])
+        (out / "truth").mkdir(parents=True, exist_ok=True)
+        write_tsv_atomic(out / "truth" / "classes.tsv", pd.DataFrame({"code": range(len(CLASSES)), "class": CLASSES}))
     return tables
 
 
 def cohort_plan(subjects: int = 6, visits: str = "il2-course", healthy: int = 0) -> pd.DataFrame:
     """Sample id, subject, day and batch of each sample :func:`simulate_cohort` writes, known
     before it runs (the workflow plans its jobs from it)."""
+    import pandas as pd
+
     if visits not in PRESETS:
         raise SimulationError(f"unknown visit schedule {visits!r}; choose one of {', '.join(PRESETS)}")
     days = PRESETS[visits]["days"]
@@ -682,6 +844,8 @@ def _write_sample(path: Path, events: np.ndarray, config: Mapping[str, Any], rng
 
 def _write_controls(out: Path, config: Mapping[str, Any], gains: Mapping[str, np.ndarray], rng: np.random.Generator) -> pd.DataFrame:
     """Per batch: single-stain controls (one dye each, half the events bright) and FMO tubes."""
+    import pandas as pd
+
     folder = out / "controls"
     folder.mkdir(parents=True, exist_ok=True)
     markers = _markers(config)

@@ -29,8 +29,12 @@ rule stats:
         settings=STATS_SETTINGS,
     log:
         "logs/stats.log",
+    threads: 1
     conda:
         "../envs/treganalysis.yaml"
     shell:
-        "python -m treganalysis stats --cohort {input:q} --out results/cohort --config-json {params.settings:q}"
+        # the mixed models' small matrix products are slower on several BLAS threads, above all
+        # when another job holds the other cores
+        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        " python -m treganalysis stats --cohort {input:q} --out results/cohort --config-json {params.settings:q}"
         " > {log:q} 2>&1"
