@@ -681,10 +681,12 @@ def render(sizes: list[dict], startup: dict | None, cohort: dict | None, info: d
             c = cohort[1]
             serial = c["wall_s"] - c["gate_phase_s"]
             add("")
+            others = ", ".join(r for r in rules if r not in ("all", "gate"))
             add(f"With one core, {serial:.0f} s of the {c['wall_s']:.0f} s are outside the gate phase (Snakemake's "
-                f"start, simulate_demo, cohort, stats, report: one job each, in sequence). If the gate phase halved "
-                f"perfectly on two cores, the speed-up would be at most {c['wall_s'] / (serial + c['gate_phase_s'] / 2):.2f}x "
-                "(Amdahl).")
+                f"start and one job each of {others}). If the gate phase halved perfectly on two cores and nothing "
+                f"else ran at once, the speed-up would be {c['wall_s'] / (serial + c['gate_phase_s'] / 2):.2f}x; "
+                "whatever more two cores give comes from those jobs running beside each other (sample_pages beside "
+                "cohort and stats).")
     return "\n".join(lines) + "\n"
 
 
