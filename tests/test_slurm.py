@@ -95,14 +95,17 @@ def test_gating_jobs_ask_memory_and_runtime_from_their_file(slurm_run):
 
 def test_a_job_killed_for_memory_is_reported_and_the_rest_finish(cluster, tmp_path):
     # a lab's sheet with one file far larger than the others, and a memory request (900 MB for the job:
-    # snakemake in the job and the gating, about 450 MB for 20,000 events, 1.2 GB for 3 million) too small for it
+    # snakemake in the job and the gating, a few hundred MB for 20,000 events) too small for it: gating
+    # 8 million events holds the raw and compensated events (900 MB) for seconds, about 1.5 GB at its peak
+    # (SLURM samples the job's memory once a second, so the excess must last)
     from treganalysis.cli import main as treganalysis
 
     data = tmp_path / "data"
     assert treganalysis(["simulate", "--out", str(data / "small"), "--subjects", "1", "--events", "20000",
                          "--seed", "2"]) == 0
-    assert treganalysis(["simulate", "--out", str(data / "big"), "--subjects", "1", "--events", "3000000",
-                         "--seed", "2"]) == 0
+    big_cohort = ["simulate", "--out", str(data / "big"), "--subjects", "1", "--events", "8000000", "--seed", "2"]
+    assert treganalysis([*big_cohort, "--tables", "sheet"]) == 0  # the sheet, and of the files only the one used
+    assert treganalysis([*big_cohort, "--sample", "P01_D0"]) == 0
     sheet = pd.read_csv(data / "small" / "samples.tsv", sep="\t")
     sheet["fcs"] = [str(data / "small" / f) for f in sheet["fcs"]]
     big = pd.read_csv(data / "big" / "samples.tsv", sep="\t").iloc[[0]].assign(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import plotly.graph_objects as go
 
-from .transforms import logicle
+from .transforms import _logicle_constants, _logicle_exact
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +54,9 @@ def _ticks(axis: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     values = [-1000.0, 0.0, 1000.0, 10000.0, 100000.0]  # 10^2 would crowd 0 on a Logicle axis
     values = [v for v in values if v < params["T"]]
-    positions = logicle(np.asarray(values), T=params["T"], W=params["W"], M=params["M"], A=params["A"])
+    # five values: solved exactly, instead of building logicle()'s lookup table for this axis (15 ms)
+    positions = _logicle_exact(np.asarray(values), _logicle_constants(float(params["T"]), float(params["W"]),
+                                                                      float(params["M"]), float(params["A"])))
     lo, hi = axis["range"]
     keep = [(float(p), v) for p, v in zip(positions, values) if lo <= p <= hi]
     labels = {0.0: "0", 100.0: "10²", 1000.0: "10³", 10000.0: "10⁴", 100000.0: "10⁵", -1000.0: "-10³"}

@@ -246,9 +246,6 @@ class _LogicleTable(NamedTuple):
     x1: np.floating  # y at x = 0 in the table's float type
 
 
-_EXACT_BELOW = 64  # arrays of at most this many values skip the table
-
-
 @functools.lru_cache(maxsize=64)
 def _logicle_table(
     T: float, W: float, M: float, A: float, dtype_char: str
@@ -451,9 +448,7 @@ def logicle(
     out = np.empty(arr.shape, dtype=dtype)
     if arr.size == 0:
         return out
-    # a handful of values (axis ticks, a threshold) are solved exactly: building the table for
-    # a new parameter set costs more than solving thousands of values
-    table = _logicle_table(t, w, m, a, dtype.char) if arr.size > _EXACT_BELOW else None
+    table = _logicle_table(t, w, m, a, dtype.char)
     if table is None:
         out[...] = _logicle_exact(arr.reshape(-1), _logicle_constants(t, w, m, a)).reshape(arr.shape)
         return out
