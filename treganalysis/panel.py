@@ -10,8 +10,9 @@ rather than renaming files, or names the channel outright (``panel: channels:``)
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .errors import PanelError
 from .sample import Sample, is_scatter, is_time
@@ -167,25 +168,40 @@ def _find(sample: Sample, marker: str, table: Mapping[str, Sequence[str]], chose
     return None
 
 
-def _spans(label_tokens: list[str], aliases: Sequence[str]) -> list[tuple[int, int]]:
+def _spans(label_tokens: Sequence[str], aliases: Sequence[str]) -> list[tuple[int, int]]:
     """Token spans of ``label_tokens`` that one of ``aliases`` matches."""
     spans = []
     for alias in aliases:
-        pattern = tokens(alias)
+        pattern = _pattern(alias)
         n = len(pattern)
         spans += [(i, i + n) for i in range(len(label_tokens) - n + 1)
-                  if all(fnmatch.fnmatchcase(label_tokens[i + k], pattern[k]) for k in range(n))]
+                  if all(match(label_tokens[i + k]) for k, match in enumerate(pattern))]
     return spans
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern(alias: str) -> tuple[Callable[[str], bool], ...]:
+    """One matcher per token of an alias: equality, or fnmatch where the token has a wildcard."""
+    return tuple(functools.partial(fnmatch.fnmatchcase, pat=t) if any(c in t for c in "*?[") else t.__eq__
+                 for t in tokens(alias))
+
+
+@functools.lru_cache(maxsize=1024)
+def _marker_spans(label: str, table: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, list[tuple[int, int]]]:
+    """Each marker's spans of a label's tokens (once per label and table: a job asks every
+    label about every marker of the table several times)."""
+    label_tokens = tokens(label)
+    return {marker: _spans(label_tokens, aliases) for marker, aliases in table}
 
 
 def _claims(label: str, marker: str, table: Mapping[str, Sequence[str]]) -> bool:
     """True when ``marker`` matches ``label`` and no other marker matches a longer stretch
     around the same tokens ("CD45-RA" is CD45RA, not CD45; "Vivid / CD14" is both)."""
-    label_tokens = tokens(label)
-    own = _spans(label_tokens, table.get(marker, (marker,)))
+    spans = _marker_spans(label, tuple((m, tuple(a)) for m, a in table.items()))
+    own = spans[marker] if marker in spans else _spans(tokens(label), (marker,))
     if not own:
         return False
-    others = [span for m, aliases in table.items() if m != marker for span in _spans(label_tokens, aliases)]
+    others = [span for m, found in spans.items() if m != marker for span in found]
     return any(not any(o[0] <= s[0] and s[1] <= o[1] and o != s for o in others) for s in own)
 
 
