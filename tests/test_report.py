@@ -463,3 +463,99 @@ def test_untrusted_text_is_shown_escaped(built):
     assert f'<td class="l">{escaped(SUBJECT_MARKUP)}</td>' in _row(index, "PLANTED")
     if os.name != "nt":
         assert escaped(BAD_NAME) in built["pages"]["BAD"] and escaped(BAD_NAME) in _row(index, "BAD")
+
+
+# -- figures as plain dicts ------------------------------------------------------------------------------
+
+
+def _as_plotly_holds_it(fig: dict) -> None:
+    """A figure of treganalysis.plot is what plotly's validated Figure holds: validation neither
+    refuses nor changes a property (the dict skips it, 20 ms a figure)."""
+    import plotly.graph_objects as go
+    from plotly.io.json import to_json_plotly
+
+    assert set(fig) == {"data", "layout"}
+    assert json.loads(to_json_plotly(go.Figure(fig).to_dict())) == json.loads(to_json_plotly(fig))
+
+
+@pytest.mark.parametrize("sample_id", ["P01_D0", "PLANTED"])
+def test_sample_figures_are_plotly_figures(built, sample_id):
+    from treganalysis.plot import funnel_figure, gate_figure, spillover_figure, threshold_figure, time_figure
+    from treganalysis.report import _funnel
+
+    folder = built["results"] / sample_id
+    views = load_views(folder / "views.npz")
+    record = json.loads((folder / "gates.json").read_text())
+    figures = [gate_figure(v, views["axes"]) for v in views["gates"]]
+    figures += [threshold_figure(t, views["axes"]) for t in views["thresholds"]]
+    figures += [time_figure(record["qc"], {"B530-A": "<i>ki67"}),
+                funnel_figure(_funnel(record, pd.read_csv(folder / "populations.tsv", sep="\t"))),
+                spillover_figure(record["provenance"]["compensation"])]
+    assert {v.get("shape") for v in views["gates"]} >= {"cuts", "ratio", "ellipse"}
+    for fig in figures:
+        _as_plotly_holds_it(fig)
+
+
+@pytest.mark.parametrize("signals", [True, False])
+def test_time_figure_is_plotly_subplots_with_the_runs_shaded(signals):
+    """The two rows (or one) and the removed runs as plotly's make_subplots and add_vrect lay them
+    out, byte for byte in the page."""
+    from plotly.io.json import to_json_plotly
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    from treganalysis.plot import time_figure
+
+    centres = np.array([0.5, 1.5, 2.5])
+    record = {"edges": [0, 1, 2, 3], "rate": [4.0, 5.0, 6.0], "unit": "s<b>",
+              "removed_runs": [{"start": 0.0, "stop": 1.0, "why": ["rate", "<b>x"]}, {"start": 2.0, "stop": 3.0, "why": ["y"]}]}
+    if signals:
+        record["signals"] = {"A": {"means": [[1.0, 2.0, np.nan], [3.0, 2.0, 1.0]]}, "B": {"means": [[1.0, 1.0, 1.0]]}}
+    ours = time_figure({"time": record}, {"A": "cd4"})
+    rows = 2 if signals else 1
+    ref = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        row_heights=[0.35, 0.65] if rows == 2 else [1.0])
+    ref.add_trace(go.Scatter(x=centres, y=np.float32(record["rate"]), mode="lines", name="event rate",
+                             line={"color": "#333", "width": 1.5}), row=1, col=1)
+    for i, (channel, name) in enumerate([("A", "CD4 (A)"), ("B", "B")] if signals else []):
+        for p, means in enumerate(record["signals"][channel]["means"]):
+            ref.add_trace(go.Scatter(x=centres, y=np.float32(means), mode="lines", name=name if p == 0 else f"{name} pop {p + 1}",
+                                     legendgroup=channel, showlegend=p == 0,
+                                     line={"color": ["#1f77b4", "#ff7f0e"][i], "width": 1}), row=2, col=1)
+    for run in record["removed_runs"]:
+        ref.add_vrect(x0=run["start"], x1=run["stop"], fillcolor="#d62728", opacity=0.18, line_width=0,
+                      annotation_text="removed: " + escaped(", ".join(run["why"])),
+                      annotation_position="top left", annotation_font_size=10)
+    ref.update_layout(template={"layout": ours["layout"]["template"]["layout"]}, width=920, height=420 if signals else 220,
+                      legend={"font": {"size": 10}}, margin={"t": 20})
+    ref.update_yaxes(title_text="events / s&lt;b&gt;", row=1, col=1)
+    if signals:
+        ref.update_yaxes(title_text="mean arcsinh signal", row=2, col=1)
+    ref.update_xaxes(title_text="time (s&lt;b&gt;)", row=rows, col=1)
+    expected = ref.to_dict()
+    expected["layout"]["template"] = ours["layout"]["template"]  # ordered as plotly's constructor stores it
+    for part in ("data", "layout"):
+        assert to_json_plotly(ours[part]) == to_json_plotly(expected[part]), part
+
+
+def test_cohort_figures_are_plotly_figures():
+    from treganalysis.plot import (estimates_figure, slope_figure, trajectory_figure, visit_medians_figure,
+                                   waterfall_figure)
+
+    subjects, days = ["P01", "<b>P02"], [0, 5, 12]
+    long = pd.DataFrame([{"subject": s, "day": d, "timepoint": f"D{d}", "population": pop, "value": v,
+                          "value_low": v - 0.5, "value_high": v + 0.5, "baseline": 4.0, "fold_change": v / 4.0,
+                          "unit": "% of CD4", "is_baseline": d == 0}
+                         for s in subjects for d in days for pop in ("treg", "cd25_mfi_treg")
+                         for v in [4.0 + d / (2 + subjects.index(s))]])
+    responders = pd.DataFrame({"subject": subjects, "timepoint": "D5", "fold_change": [1.6, 1.2], "rcv": [0.3, 0.3],
+                               "responder": [True, False]})
+    tests = pd.DataFrame({"population": "treg", "timepoint": ["D5", "D12"], "test": "mixed_model", "n": 2,
+                          "estimate": [0.4, 0.2], "ci_low": [0.1, -0.1], "ci_high": [0.7, 0.5], "p_value": [0.01, 0.2],
+                          "p_adjusted": [0.02, 0.2], "estimate_scale": "logit"})
+    figures = [trajectory_figure(long, "treg", [0, 5], (4, 8.0), responders), trajectory_figure(long, "treg", (), None),
+               slope_figure(long, "D5", {"p_value": 0.5, "n": 2, "estimate": 1.0, "ci_low": 0.0, "ci_high": 2.0}),
+               waterfall_figure(responders), estimates_figure(tests, "treg"),
+               visit_medians_figure(long, ["treg", "cd25_mfi_treg"], "<i>medians")]
+    for fig in figures:
+        _as_plotly_holds_it(fig)
