@@ -613,6 +613,27 @@ def test_ellipse_non_finite_events_are_outside() -> None:
         assert ellipse(events, [0, 0], cov, 1).tolist() == [False] * 4 + [True]
 
 
+def test_ellipse_is_evaluated_in_blocks_with_the_same_result() -> None:
+    """More events than one block (65,536), non-finite ones on both sides of a block edge,
+    on a positive definite and an indefinite matrix: the same as one whole-array formula."""
+    from treganalysis.gating import geometry
+
+    rng = np.random.default_rng(11)
+    n = 3 * geometry._ELLIPSE_BLOCK + 17
+    events = (rng.normal(size=(n, 2)) * 2).astype(np.float32)
+    edge = geometry._ELLIPSE_BLOCK
+    events[[edge - 1, edge, 2 * edge + 5]] = [(np.inf, 0), (np.nan, 1), (0, -np.inf)]
+    for cov in ([[2.0, 0.7], [0.7, 1.5]], [[1.0, 0.0], [0.0, -1.0]]):
+        inverse = np.linalg.inv(cov)
+        with np.errstate(invalid="ignore", over="ignore"):
+            offset = events.astype(np.float64)
+            quadratic = np.einsum("ij,jk,ik->i", offset, inverse, offset)
+        expected = (quadratic <= 1.5) & np.isfinite(offset).all(axis=1)
+        got = ellipse(events, [0, 0], cov, 1.5)
+        np.testing.assert_array_equal(got, expected)
+        assert not got[[edge - 1, edge, 2 * edge + 5]].any() and 0 < got.sum() < n
+
+
 def test_ellipse_validates_parameters() -> None:
     with pytest.raises(ValueError, match="singular"):
         ellipse(np.zeros((2, 2)), [0, 0], [[1, 1], [1, 1]], 1)

@@ -18,7 +18,7 @@ import pytest
 
 from treganalysis import compensate, read_fcs
 from treganalysis.gating.strategy import gate_sample
-from treganalysis.qc import DEFAULTS, QCError, margin_events, negative_populations, qc_sample, time_qc
+from treganalysis.qc import DEFAULTS, QCError, margin_events, negative_populations, qc_sample, raw_checks, time_qc
 from treganalysis.qc import _asinh, _json_numbers, _raw_checks  # the vectorised pieces, checked directly
 from treganalysis.sample import Sample, Spillover
 from treganalysis.simulate import SampleSpec, _write_sample, load_config, simulate_events
@@ -580,3 +580,26 @@ def test_qc_sample_is_the_same_for_row_and_column_major_events(samples):
         assert json.dumps(rows.record) == json.dumps(other.record)
     # 50,000 events in 100 bins: every kept event is followed
     assert rows.record["time"]["signal_events"] == 50_000 - rows.record["margins"]["removed_events"]
+
+
+def test_qc_sample_with_raw_checks_done_first_is_the_same(samples):
+    """gate_sample checks the raw events, frees them, then runs the rest of QC on the
+    compensated copy alone: the result must not change, and ``checked`` must not be modified."""
+    sample, _ = samples["clog"]
+    margined = sample.with_events(sample.events.copy())
+    margined.events[::50, sample.index("FSC-A")] = sample.ranges[sample.index("FSC-A")]  # margin events
+    margined.events[7, 3] = np.nan
+    comp = compensate(margined)
+    whole = qc_sample(margined, comp, gating_channels(margined))
+    checked = raw_checks(margined, gating_channels(margined))
+    before = checked.keep.copy()
+    split = qc_sample(comp, comp, gating_channels(margined), checked=checked)
+    np.testing.assert_array_equal(whole.keep, split.keep)
+    assert (whole.status, whole.reasons) == (split.status, split.reasons)
+    assert json.dumps(whole.record) == json.dumps(split.record)
+    np.testing.assert_array_equal(checked.keep, before)
+    assert whole.record["margins"]["removed_events"] > 0 and whole.record["events"]["nonfinite"] == 1
+    off = raw_checks(margined, gating_channels(margined), {"time": False})
+    assert off.time is None
+    no_time = qc_sample(comp, comp, gating_channels(margined), {"time": False}, checked=off)
+    assert no_time.record["time"] == {"skipped": "time QC off in the configuration"}

@@ -19,7 +19,8 @@ import numpy as np
 from .errors import TregAnalysisError
 from .sample import Sample
 
-__all__ = ["DEFAULTS", "QCResult", "margin_events", "negative_populations", "qc_sample", "time_qc"]
+__all__ = ["DEFAULTS", "QCResult", "RawChecks", "margin_events", "negative_populations", "qc_sample", "raw_checks",
+           "time_qc"]
 
 DEFAULTS: dict[str, Any] = {
     "time": True,  # time-based QC (needs a time channel)
@@ -73,6 +74,62 @@ class QCResult:
     status: str
     reasons: list[str] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RawChecks:
+    """What acquisition QC needs of the raw events (:func:`raw_checks`).
+
+    Attributes
+    ----------
+    keep : ndarray of bool
+        Events below every checked channel's ceiling.
+    margins : dict
+        Channel -> events at its ceiling.
+    finite : ndarray of bool
+        Events without NaN or infinity in any channel.
+    time : ndarray or None
+        The time column (None without a time channel or with time QC off).
+    """
+
+    keep: np.ndarray
+    margins: dict[str, int]
+    finite: np.ndarray
+    time: np.ndarray | None
+
+
+def raw_checks(sample: Sample, channels: Iterable[str], config: Mapping[str, Any] | None = None) -> RawChecks:
+    """The raw-event part of :func:`qc_sample`: margins, NaN/Inf events and the time column.
+
+    Parameters
+    ----------
+    sample : Sample
+        The raw sample.
+    channels, config
+        As for :func:`qc_sample`.
+
+    Returns
+    -------
+    RawChecks
+        To pass to :func:`qc_sample` as ``checked``: the raw events need not be kept until then
+        (a gating job frees them before the compensated copy is checked).
+    """
+    settings = _settings(config)
+    scatter = [c for c in sample.scatter_channels if c.upper() in ("FSC-A", "FSC-H", "SSC-A")]
+    follow_time = bool(settings["time"]) and sample.time_channel is not None
+    # margins, NaN/Inf events and the time column in one pass over the raw matrix
+    keep, margins, finite, time = _raw_checks(sample, set(channels) | set(scatter),
+                                              sample.time_channel if follow_time else None)
+    return RawChecks(keep, margins, finite, time)
+
+
+def _settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    settings = dict(DEFAULTS)
+    unknown = sorted(set(config or {}) - set(DEFAULTS))
+    if unknown:
+        raise QCError(f"qc: unknown setting {', '.join(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
+    settings.update(config or {})
+    return settings
 
 
 def margin_events(sample: Sample, channels: Iterable[str]) -> tuple[np.ndarray, dict[str, int]]:
@@ -583,7 +640,8 @@ def _negative_quantile(x: np.ndarray, k: int, q: float) -> float:
 
 
 def qc_sample(sample: Sample, compensated: Sample, channels: Iterable[str],
-              config: Mapping[str, Any] | None = None, signals: Iterable[str] | None = None) -> QCResult:
+              config: Mapping[str, Any] | None = None, signals: Iterable[str] | None = None, *,
+              checked: RawChecks | None = None) -> QCResult:
     """Acquisition QC of one sample: margins, time, event counts and compensation.
 
     Parameters
@@ -600,6 +658,9 @@ def qc_sample(sample: Sample, compensated: Sample, channels: Iterable[str],
     signals : iterable of str, optional
         Fluorescence channels whose signal time QC follows and whose compensation is checked
         (default: the fluorescence ones of ``channels``); e.g. every channel that is reported.
+    checked : RawChecks, optional
+        :func:`raw_checks` of the raw sample, done already (``sample`` is then only asked for
+        its channels and keywords: the compensated sample serves).
 
     Returns
     -------
@@ -614,24 +675,19 @@ def qc_sample(sample: Sample, compensated: Sample, channels: Iterable[str],
     most 100,000 kept events (:func:`negative_populations`). Every count, share and event rate
     is still taken over all events.
     """
-    settings = dict(DEFAULTS)
-    unknown = sorted(set(config or {}) - set(DEFAULTS))
-    if unknown:
-        raise QCError(f"qc: unknown setting {', '.join(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
-    settings.update(config or {})
+    settings = _settings(config)
     channels = sorted(set(channels))
-    scatter = [c for c in sample.scatter_channels if c.upper() in ("FSC-A", "FSC-H", "SSC-A")]
     fluorescence = sorted(set(channels if signals is None else signals) & set(compensated.fluorescence_channels))
     time_channel = sample.time_channel
     follow_time = bool(settings["time"]) and time_channel is not None
-    # margins, NaN/Inf events and the time column in one pass over the raw matrix
-    keep, margins, finite, time = _raw_checks(sample, set(channels) | set(scatter),
-                                              time_channel if follow_time else None)
+    checked = checked if checked is not None else raw_checks(sample, channels, settings)
+    margins, finite, time = checked.margins, checked.finite, checked.time
+    follow_time = follow_time and time is not None  # ``checked`` made with time QC off
     reasons: list[str] = []
     n = sample.n_events
     # NaN/Inf events (a broken acquisition, a mislabelled byte order) take no part in anything
     nonfinite = int(n - np.count_nonzero(finite))
-    keep &= finite
+    keep = checked.keep & finite  # a new mask: ``checked`` is left as it was
     if nonfinite:
         reasons.append(f"{nonfinite} events with NaN or infinite values removed")
     if n == 0:

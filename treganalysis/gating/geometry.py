@@ -34,6 +34,7 @@ __all__ = ["rectangle", "polygon", "ellipse", "quadrant", "boolean"]
 # A covariance matrix whose condition number exceeds this cannot be inverted without its
 # rounding errors deciding which events are inside.
 _MAX_CONDITION = 1e12
+_ELLIPSE_BLOCK = 65536  # events per block of an ellipse's evaluation
 
 Bound = float | None
 
@@ -337,24 +338,29 @@ def ellipse(
     inverse = np.linalg.inv(cov)
     with np.errstate(invalid="ignore", over="ignore"):  # infinite events: inf or NaN, out
         if dims <= 3:
-            # term by term on whole columns: no (n, d) temporaries and no BLAS call, whose
-            # thread pool makes this small product slow on a busy machine
-            offsets = [events[:, i].astype(np.float64) - centre[i] for i in range(dims)]
-            distance = np.zeros(events.shape[0])
-            for i in range(dims):
-                # row i of the quadratic form: offset_i * sum_j inverse[i, j] * offset_j
-                row = inverse[i, 0] * offsets[0]
-                for j in range(1, dims):
-                    row += inverse[i, j] * offsets[j]
-                row *= offsets[i]
-                distance += row
-            # a NaN or infinite coordinate makes the distance NaN or infinite: such events are out
-            # (as are events so far out, beyond 1e150, that the distance overflows)
-            finite = np.isfinite(distance)
-        else:
-            offset = events.astype(np.float64) - centre
-            distance = np.einsum("ij,ij->i", offset @ inverse, offset)  # per event
-            finite = np.isfinite(offset).all(axis=1)
+            inside = np.empty(events.shape[0], dtype=bool)
+            # by blocks of events, term by term on columns: float64 temporaries of a block, not
+            # of every event, and no BLAS call (its thread pool makes small products slow)
+            for start in range(0, events.shape[0], _ELLIPSE_BLOCK):
+                block = events[start : start + _ELLIPSE_BLOCK]
+                offsets = [block[:, i].astype(np.float64) - centre[i] for i in range(dims)]
+                distance = np.zeros(block.shape[0])
+                for i in range(dims):
+                    # row i of the quadratic form: offset_i * sum_j inverse[i, j] * offset_j
+                    row = inverse[i, 0] * offsets[0]
+                    for j in range(1, dims):
+                        row += inverse[i, j] * offsets[j]
+                    row *= offsets[i]
+                    distance += row
+                # a NaN or infinite coordinate makes the distance NaN or infinite: such events
+                # are out (as are events so far out, beyond 1e150, that the distance overflows)
+                out = inside[start : start + _ELLIPSE_BLOCK]
+                np.less_equal(distance, d2, out=out)
+                out &= np.isfinite(distance)  # -inf: an infinite event on an indefinite quadric
+            return inside
+        offset = events.astype(np.float64) - centre
+        distance = np.einsum("ij,ij->i", offset @ inverse, offset)  # per event
+        finite = np.isfinite(offset).all(axis=1)
     return (distance <= d2) & finite
 
 

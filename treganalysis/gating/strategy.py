@@ -26,7 +26,7 @@ from .._files import read_yaml_mapping
 from ..compensation import compensate
 from ..errors import PanelError, TregAnalysisError
 from ..panel import merge_aliases, resolve_panel
-from ..qc import QCResult, margin_events, qc_sample
+from ..qc import QCResult, RawChecks, margin_events, qc_sample, raw_checks
 from ..sample import Sample
 from ..transforms import estimate_logicle_w, logicle, logicle_inverse
 from .density import Threshold, binned_density, quantile_threshold, tail_threshold, valley_threshold
@@ -219,11 +219,14 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     """
     config = dict(config or {})
     digest = _sha256_started(sample.path)
-    template, panel, comp, channels = _prepare(sample, config)
-    qc = _qc(sample, comp, channels, config, panel)
-    # Past QC only the compensated copy is used (it carries the path and keywords too); when
-    # the caller passed ``read_fcs(...)`` directly, the raw events are freed here.
+    template, panel, channels = _setup(sample, config)
+    checked = raw_checks(sample, [c for c in channels.values() if c], config.get("qc") or {})
+    comp = _compensate(sample, config)
+    # Past the raw checks only the compensated copy is used (it carries the path and keywords
+    # too); when the caller passed ``read_fcs(...)`` directly, the raw events are freed here,
+    # before QC and gating allocate theirs.
     del sample
+    qc = _qc(comp, comp, channels, config, panel, checked)
     fixed_transforms = pooled.transforms if pooled is not None else None
     transformed, transforms = _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)
     fitted = dict(pooled.fitted) if pooled is not None else {}
@@ -361,16 +364,25 @@ def gate_group(samples: list[Sample], config: Mapping[str, Any] | None = None, g
 
 def _prepare(sample: Sample, config: Mapping[str, Any]) -> tuple[dict, dict, Sample, dict]:
     """Template, panel, compensated sample and gating channels of one sample."""
+    template, panel, channels = _setup(sample, config)
+    return template, panel, _compensate(sample, config), channels
+
+
+def _setup(sample: Sample, config: Mapping[str, Any]) -> tuple[dict, dict, dict]:
+    """Template, panel and gating channels of one sample."""
     template = _template(config.get("gating", {}) or {})
     panel_cfg = config.get("panel", {}) or {}
     markers = sorted({s["marker"] for s in template.get("thresholds", {}).values() if "marker" in s})
     panel = resolve_panel(sample, markers, aliases=panel_cfg.get("aliases"), channels=panel_cfg.get("channels"))
     panel.update(_other_markers(sample, panel, panel_cfg))
+    return template, panel, _present(sample, _gating_channels(template, panel))
+
+
+def _compensate(sample: Sample, config: Mapping[str, Any]) -> Sample:
     comp_cfg = config.get("compensation", {}) or {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # recorded in the compensation record instead
-        comp = compensate(sample, comp_cfg.get("matrix"), required=bool(comp_cfg.get("required", False)))
-    return template, panel, comp, _present(sample, _gating_channels(template, panel))
+        return compensate(sample, comp_cfg.get("matrix"), required=bool(comp_cfg.get("required", False)))
 
 
 _THRESHOLD_KEYS = {"marker", "channel", "from", "method", "side", "k", "q", "fallback", "min_depth", "pair", "fmo_quantile"}
@@ -429,11 +441,11 @@ def _margins(sample: Sample, channels: Mapping[str, str | None]) -> tuple[np.nda
 
 
 def _qc(sample: Sample, comp: Sample, channels: Mapping[str, str | None], config: Mapping[str, Any],
-        panel: Mapping[str, str | None]) -> QCResult:
+        panel: Mapping[str, str | None], checked: RawChecks | None = None) -> QCResult:
     """Acquisition QC (treganalysis.qc): margins on the gating channels, signals over time on
     every channel of the panel; settings from ``config["qc"]``."""
     return qc_sample(sample, comp, [c for c in channels.values() if c], config.get("qc") or {},
-                     signals=[c for c in panel.values() if c])
+                     signals=[c for c in panel.values() if c], checked=checked)
 
 
 def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[str, Any],
@@ -489,9 +501,20 @@ class _Engine:
 
     def run(self, root: np.ndarray) -> None:
         self.masks[ROOT] = root
-        for gate in self.template["gates"]:
+        gates = self.template["gates"]
+        # the last gate that reads each population's events (as its parent, or where one of its
+        # thresholds is chosen): its indices, 8 bytes an event, are dropped after that gate
+        last_use = {}
+        for i, gate in enumerate(gates):
+            thresholds = self.template["thresholds"]
+            for population in (gate["parent"], *(thresholds[t].get("from", gate["parent"]) for t in gate.get("rule", ()))):
+                last_use[population] = i
+        for i, gate in enumerate(gates):
             self.gate(gate)
+            for population in [p for p, j in last_use.items() if j == i]:
+                self.indices.pop(self.resolve(population), None)  # recomputed if a left-out gate needs it later
         del self.masks[ROOT]
+        self.indices.clear()
 
     def gate(self, gate: Mapping[str, Any]) -> None:
         name, parent = gate["population"], self.resolve(gate["parent"])
@@ -504,8 +527,7 @@ class _Engine:
             self.status[name] = "na"
             self.records.append({**record, "status": "na", "reason": f"parent {parent} is NA"})
             return
-        idx = self.events_of(parent)
-        record["events_in"] = int(idx.size)
+        record["events_in"] = int(np.count_nonzero(parent_mask))
         try:
             if method == "rule":
                 missing = [t for t in gate["rule"] if self.channel(t) is None]
@@ -531,6 +553,7 @@ class _Engine:
                 mask = parent_mask & ~other
                 record["of"] = gate["of"]
             else:
+                idx = self.events_of(parent)
                 if method == "singlet_ratio":
                     inside, details = self.singlets(idx, float(gate.get("k", 4.0)), name)
                 else:
