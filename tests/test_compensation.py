@@ -45,6 +45,23 @@ def test_100715_keyword_matches_flowkit():
     assert sample.compensation is None and not np.shares_memory(comp.events, sample.events)
 
 
+def test_compensating_in_place_gives_the_same_events():
+    """copy=False overwrites a column-major sample's own events (no second matrix) with the
+    very values a copy gets; a row-major sample is copied all the same, and left as it was."""
+    path = shared("flowkit", "100715.fcs")
+    expected = ta.compensate(ta.read_fcs(path)).events
+    columns = ta.read_fcs(path, order="F")
+    comp = ta.compensate(columns, copy=False)
+    assert np.shares_memory(comp.events, columns.events) and comp.events.flags.f_contiguous
+    np.testing.assert_array_equal(comp.events, expected)
+    rows = ta.read_fcs(path)
+    raw = rows.events.copy()
+    comp_rows = ta.compensate(rows, copy=False)
+    assert not np.shares_memory(comp_rows.events, rows.events)
+    np.testing.assert_array_equal(rows.events, raw)
+    np.testing.assert_array_equal(comp_rows.events, expected)
+
+
 def test_matrix_file_matches_flowkit():
     path = DATA / "test_comp_example.fcs"
     matrix = DATA / "comp_complete_example.csv"

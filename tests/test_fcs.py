@@ -218,6 +218,9 @@ def test_synthetic_layouts_match_flowkit(tmp_path_factory, kind, order, n, p, se
     expected = ref.get_events(source="raw")
     assert ours.events.shape == expected.shape == (n, p)
     np.testing.assert_allclose(ours.events, expected, rtol=2e-7, atol=1e-30)
+    columns = ta.read_fcs(path, order="F").events  # column-major: the same values
+    assert columns.flags.f_contiguous and columns.dtype == np.float32
+    np.testing.assert_array_equal(columns, ours.events)
 
 
 @pytest.mark.parametrize("order", "<>")
@@ -373,8 +376,9 @@ def test_zero_events(tmp_path):
     assert sample.events.shape == (0, 3) and sample.events.dtype == np.float32
 
 
+@pytest.mark.parametrize("layout", "CF")
 @pytest.mark.parametrize("order", "<>")
-def test_float_events_are_read_into_one_copy(tmp_path, order):
+def test_float_events_are_read_into_one_copy(tmp_path, order, layout):
     import tracemalloc
 
     n, p = 200_000, 6
@@ -382,12 +386,21 @@ def test_float_events_are_read_into_one_copy(tmp_path, order):
     path = tmp_path / "big.fcs"
     path.write_bytes(assemble_fcs(_layout_text(n, p, "F", order, 32), events.tobytes()))
     tracemalloc.start()
-    sample = ta.read_fcs(path)
+    sample = ta.read_fcs(path, order=layout)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert sample.events.dtype == np.float32 and sample.events.flags.c_contiguous
+    assert sample.events.dtype == np.float32
+    assert sample.events.flags.c_contiguous if layout == "C" else sample.events.flags.f_contiguous
     np.testing.assert_array_equal(sample.events, events)
     assert peak < 1.1 * sample.events.nbytes  # no second copy of the events, even byte-swapped
+    # a DATA segment cut short is refused in either layout
+    cut = tmp_path / "cut.fcs"
+    whole = path.read_bytes()
+    cut.write_bytes(whole[: len(whole) - 4 * p * 1000])
+    with pytest.raises(ta.FCSError):
+        ta.read_fcs(cut, order=layout, offsets="text")
+    with pytest.raises(ValueError, match="order"):
+        ta.read_fcs(path, order="K")
 
 
 def test_write_fcs_edge_cases(tmp_path):

@@ -221,6 +221,19 @@ def gated(tmp_path_factory):
     return path, gate_sample(read_fcs(path)), events, labels, cfg
 
 
+def test_gating_a_column_major_sample_in_place_gives_the_same_result(gated):
+    """What a gating job does (read_fcs(order="F"), gate_sample(copy=False): compensation
+    overwrites the sample's events) changes no number of the result."""
+    path, result, *_ = gated
+    sample = read_fcs(path, order="F")
+    in_place = gate_sample(sample, copy=False)
+    assert np.shares_memory(in_place.sample.events, sample.events)
+    assert in_place.rows == result.rows
+    for name in result.masks:
+        np.testing.assert_array_equal(in_place.masks[name], result.masks[name])
+    assert json.dumps(in_place.gates, sort_keys=True, default=str) == json.dumps(result.gates, sort_keys=True, default=str)
+
+
 def test_every_population_is_gated_with_a_full_length_bool_mask(gated):
     path, result, events, *_ = gated
     assert list(result.masks) == POPULATIONS

@@ -142,7 +142,7 @@ def load_spillover(spillover: "Spillover | str | os.PathLike") -> Spillover:
 
 
 def compensate(sample: Sample, spillover: "Spillover | str | os.PathLike | None" = None, *,
-               required: bool = False) -> Sample:
+               required: bool = False, copy: bool = True) -> Sample:
     """Compensate the channels a spillover matrix names.
 
     Parameters
@@ -154,6 +154,10 @@ def compensate(sample: Sample, spillover: "Spillover | str | os.PathLike | None"
         the matrix in the file's own keyword (``sample.spillover``).
     required : bool
         Refuse a sample without any matrix instead of passing it on uncompensated.
+    copy : bool
+        False lets the sample's own events be overwritten with the compensated values when
+        they are column-major float32 (``read_fcs(path, order="F")``): no second event matrix.
+        Only for a sample read for this call (its ``events`` no longer hold raw values).
 
     Returns
     -------
@@ -195,7 +199,11 @@ def compensate(sample: Sample, spillover: "Spillover | str | os.PathLike | None"
         spill = load_spillover(spillover)
     columns = _match_channels(sample, spill)
     inverse, condition = _checked_inverse(spill, where)
-    events = _compensated_columns(sample.events, columns, inverse)
+    raw = sample.events
+    if not copy and raw.dtype == np.float32 and raw.flags.f_contiguous and raw.flags.writeable:
+        events = _compensate_columns_in_place(raw, columns, inverse)
+    else:
+        events = _compensated_columns(raw, columns, inverse)
     record: dict[str, Any] = {
         "applied": True,
         "source": spill.source,
@@ -217,14 +225,30 @@ def _compensated_columns(raw: np.ndarray, columns: list[int], inverse: np.ndarra
     """
     n, p = raw.shape
     out = np.empty((p, n), dtype=np.float32)  # out.T is the (n, p) result, column-major
-    # adjacent columns in file order are a slice: a view, not a gather
-    cols = slice(columns[0], columns[-1] + 1) if columns == list(range(columns[0], columns[-1] + 1)) else columns
+    cols = _columns_index(columns)
     transposed_inverse = np.ascontiguousarray(inverse.T)
     for start in range(0, n, _BLOCK):
         rows = slice(start, start + _BLOCK)
         out[:, rows] = raw[rows].T
         out[cols, rows] = transposed_inverse @ out[cols, rows].astype(np.float64)
     return out.T
+
+
+def _compensate_columns_in_place(events: np.ndarray, columns: list[int], inverse: np.ndarray) -> np.ndarray:
+    """``events[:, columns] @ inverse`` written back into a column-major ``events``, block by
+    block of events (each channel's block is contiguous), in float64 as :func:`_compensated_columns`."""
+    by_channel = events.T  # (p, n), C-contiguous
+    cols = _columns_index(columns)
+    transposed_inverse = np.ascontiguousarray(inverse.T)
+    for start in range(0, events.shape[0], _BLOCK):
+        rows = slice(start, start + _BLOCK)
+        by_channel[cols, rows] = transposed_inverse @ by_channel[cols, rows].astype(np.float64)
+    return events
+
+
+def _columns_index(columns: list[int]) -> slice | list[int]:
+    """Adjacent columns in file order as a slice (a view, not a gather)."""
+    return slice(columns[0], columns[-1] + 1) if columns == list(range(columns[0], columns[-1] + 1)) else columns
 
 
 def _match_channels(sample: Sample, spill: Spillover) -> list[int]:

@@ -35,7 +35,8 @@ _LAYOUT_KEYWORDS = ("$PAR", "$TOT", "$DATATYPE", "$BYTEORD", "$BEGINDATA", "$END
 Offsets = Literal["check", "header", "text"]
 
 
-def read_fcs(path: str | os.PathLike, *, dataset: int | None = None, offsets: Offsets = "check") -> Sample:
+def read_fcs(path: str | os.PathLike, *, dataset: int | None = None, offsets: Offsets = "check",
+             order: Literal["C", "F"] = "C") -> Sample:
     """Read one data set of an FCS file.
 
     Parameters
@@ -49,6 +50,11 @@ def read_fcs(path: str | os.PathLike, *, dataset: int | None = None, offsets: Of
         Where the DATA segment's byte offsets come from in FCS 3.x files. ``"check"`` (the
         default) uses the TEXT keywords ``$BEGINDATA``/``$ENDDATA`` and refuses a file whose
         HEADER says otherwise; ``"header"`` or ``"text"`` trusts one of them.
+    order : {"C", "F"}
+        Memory layout of the events: ``"C"`` (the default) row-major, event by event as in the
+        file; ``"F"`` column-major, each channel contiguous, read straight into that layout
+        block by block (what every later stage reads fastest, and what
+        ``compensate(sample, copy=False)`` compensates in place).
 
     Returns
     -------
@@ -79,8 +85,12 @@ def read_fcs(path: str | os.PathLike, *, dataset: int | None = None, offsets: Of
         layout = _Layout.from_text(path, text)
         start, stop = _data_offsets(path, header, text, offsets)
         n_events = _event_count(path, text, layout, start, stop, size - base)
-        raw = _read_data(fh, path, layout, base + start, n_events)
+        if order not in ("C", "F"):
+            raise ValueError(f"order must be 'C' or 'F', not {order!r}")
+        raw = _read_data(fh, path, layout, base + start, n_events, columns=order == "F")
     events = _scale(raw, layout, text, path)
+    if order == "F" and not events.flags.f_contiguous:
+        events = np.asfortranarray(events)
     return Sample(
         events=events,
         channels=layout.names,
@@ -399,11 +409,14 @@ def _event_count(path: Path, text: dict, layout: _Layout, start: int, stop: int,
 # -- DATA ----------------------------------------------------------------------------------------
 
 
-def _read_data(fh: BinaryIO, path: Path, layout: _Layout, offset: int, n: int) -> np.ndarray:
-    """The stored values, (n, p), native byte order, integer bit masks applied."""
+def _read_data(fh: BinaryIO, path: Path, layout: _Layout, offset: int, n: int, columns: bool = False) -> np.ndarray:
+    """The stored values, (n, p), native byte order, integer bit masks applied; float32 data
+    column-major when ``columns`` is set (other types as read: the caller converts)."""
     p = len(layout.widths)
     fh.seek(offset)
     width = layout.widths[0]
+    if columns and layout.datatype == "F" and all(w == 32 for w in layout.widths):
+        return _read_float32_columns(fh, path, np.dtype(f"{layout.order}f4"), n, p)
     if all(w == width for w in layout.widths) and width != 24:
         kind = "f" if layout.datatype in ("F", "D") else "u"
         raw = np.fromfile(fh, dtype=np.dtype(f"{layout.order}{kind}{width // 8}"), count=n * p)
@@ -416,6 +429,22 @@ def _read_data(fh: BinaryIO, path: Path, layout: _Layout, offset: int, n: int) -
             _mask_integers(raw, layout)
         return raw
     return _read_mixed_integers(fh, path, layout, n)
+
+
+def _read_float32_columns(fh: BinaryIO, path: Path, stored: np.dtype, n: int, p: int) -> np.ndarray:
+    """float32 events read into a column-major (n, p) array through a small row-major buffer:
+    no event-sized row-major copy, and the byte order is converted on the way."""
+    out = np.empty((p, n), dtype=np.float32)  # out.T is the (n, p) result
+    block = np.empty((min(n, _READ_BLOCK), p), dtype=stored)
+    for start in range(0, n, _READ_BLOCK):
+        rows = block[: min(_READ_BLOCK, n - start)]
+        if fh.readinto(memoryview(rows).cast("B")) != rows.nbytes:
+            raise FCSError(path, "DATA segment is shorter than stated: the file is truncated")
+        out[:, start : start + rows.shape[0]] = rows.T
+    return out.T
+
+
+_READ_BLOCK = 1 << 13  # events per block of a column-major read (about 0.5 MB for 14 channels)
 
 
 def _int_masks(layout: _Layout) -> list[int | None]:
@@ -490,7 +519,9 @@ def _scale(raw: np.ndarray, layout: _Layout, text: dict, path: Path) -> np.ndarr
             if top <= 0:
                 raise FCSError(path, f"$P{j + 1}E is logarithmic but $P{j + 1}R={top} gives no scale")
             column = np.power(10.0, decades * column / top) * offset
-        events[:, j] = column * factor / divisor
+        column *= factor  # in place: no event-sized float64 temporaries beside the column
+        column /= divisor
+        events[:, j] = column
     return events
 
 

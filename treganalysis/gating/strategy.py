@@ -181,7 +181,8 @@ def _json_default(value: Any) -> Any:
 
 
 def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
-                pooled: "PooledGates | None" = None, fmo: Mapping[str, Sample] | None = None) -> GatingResult:
+                pooled: "PooledGates | None" = None, fmo: Mapping[str, Sample] | None = None, *,
+                copy: bool = True) -> GatingResult:
     """Gate the Treg hierarchy of one raw sample.
 
     Parameters
@@ -199,6 +200,10 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     fmo : mapping of marker to Sample, optional
         Fluorescence-minus-one controls (e.g. ``{"foxp3": fmo_sample}``): the thresholds on that
         marker are set from the control instead of the data (see Notes); they take precedence.
+    copy : bool
+        False lets compensation overwrite the sample's events (``compensate(copy=False)``)
+        instead of making a compensated copy: for a sample read for this call only, as
+        ``read_fcs(path, order="F")`` is in a gating job. The sample must not be used after.
 
     Returns
     -------
@@ -221,7 +226,7 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     digest = _sha256_started(sample.path)
     template, panel, channels = _setup(sample, config)
     checked = raw_checks(sample, [c for c in channels.values() if c], config.get("qc") or {})
-    comp = _compensate(sample, config)
+    comp = _compensate(sample, config, copy=copy)
     # Past the raw checks only the compensated copy is used (it carries the path and keywords
     # too); when the caller passed ``read_fcs(...)`` directly, the raw events are freed here,
     # before QC and gating allocate theirs.
@@ -378,11 +383,11 @@ def _setup(sample: Sample, config: Mapping[str, Any]) -> tuple[dict, dict, dict]
     return template, panel, _present(sample, _gating_channels(template, panel))
 
 
-def _compensate(sample: Sample, config: Mapping[str, Any]) -> Sample:
+def _compensate(sample: Sample, config: Mapping[str, Any], copy: bool = True) -> Sample:
     comp_cfg = config.get("compensation", {}) or {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # recorded in the compensation record instead
-        return compensate(sample, comp_cfg.get("matrix"), required=bool(comp_cfg.get("required", False)))
+        return compensate(sample, comp_cfg.get("matrix"), required=bool(comp_cfg.get("required", False)), copy=copy)
 
 
 _THRESHOLD_KEYS = {"marker", "channel", "from", "method", "side", "k", "q", "fallback", "min_depth", "pair", "fmo_quantile"}
