@@ -788,3 +788,38 @@ def test_unit_of_a_readout_does_not_depend_on_an_na_sample():
     assert set(long.loc[long["population"] == "treg", "unit"]) == {"% of CD4"}
     assert row(cohort_tests(long[long["population"] == "treg"]), "treg", "D5", "wilcoxon")["estimate_scale"] == (
         "difference (% of CD4)")
+
+
+def test_cli_joins_the_per_sample_tables_as_the_cohort_job(cli_cohort, tmp_path, capsys):
+    """`stats --results DIR --sheet TSV` (the workflow's stats job, beside the cohort job) writes the
+    tables `cohort` then `stats --cohort` write, byte for byte."""
+    path, _ = cli_cohort
+    table = pd.read_csv(path, sep="\t")
+    sheet_columns = ["sample_id", "subject", "timepoint", "day", "arm", "lymphocytes_per_ul", "role"]
+    sheet = table[sheet_columns].drop_duplicates("sample_id").assign(fcs=lambda t: t["sample_id"] + ".fcs")
+    sheet["day"] = sheet["day"].astype(int)
+    write_tsv_atomic(tmp_path / "sheet.tsv", sheet)
+    for sample_id, rows in table.groupby("sample_id"):
+        (tmp_path / "results" / sample_id).mkdir(parents=True)
+        write_tsv_atomic(tmp_path / "results" / sample_id / "populations.tsv", rows.drop(columns=sheet_columns))
+    common = ["--sheet", str(tmp_path / "sheet.tsv"), "--results", str(tmp_path / "results")]
+    assert main(["cohort", *common, "--out", str(tmp_path / "cohort.tsv")]) == 0
+    assert main(["stats", "--cohort", str(tmp_path / "cohort.tsv"), "--out", str(tmp_path / "after")]) == 0
+    assert main(["stats", *common, "--out", str(tmp_path / "beside")]) == 0
+    assert "6 of 6 subjects respond at D5" in capsys.readouterr().out
+    for name in ("longitudinal", "tests", "responders"):
+        assert (tmp_path / "beside" / f"{name}.tsv").read_bytes() == (tmp_path / "after" / f"{name}.tsv").read_bytes()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--results", "{dir}"], "--results needs --sheet"),
+    (["--cohort", "{cohort}", "--sheet", "{cohort}"], "--sheet goes with --results"),
+    (["--results", "{dir}/nowhere", "--sheet", "{dir}/sheet.tsv"], "sample sheet not found"),
+])
+def test_cli_results_and_sheet_errors_are_one_line(cli_cohort, tmp_path, capsys, argv, expected):
+    path, _ = cli_cohort
+    argv = [a.replace("{dir}", str(tmp_path)).replace("{cohort}", str(path)) for a in argv]
+    assert main(["stats", *argv, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("treganalysis: error: ") and expected in err, err
+    assert len(err.strip().splitlines()) == 1

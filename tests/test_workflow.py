@@ -81,11 +81,13 @@ def test_sample_pages_are_drawn_beside_the_statistics(tmp_path):
     run = snakemake(tmp_path, "-n", "-p", config=TINY)
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout + run.stderr
-    assert job_counts(out) == {"simulate_demo": 1, "gate": 8, "cohort": 1, "stats": 1, "sample_pages": 1, "report": 1,
-                               "all": 1}
+    assert job_counts(out) == {"simulate_demo_1": 1, "simulate_demo_2": 1, "demo_tables": 1, "gate": 8, "cohort": 1,
+                               "stats": 1, "sample_pages": 1, "report": 1, "all": 1}
     graph = rule_graph(snakemake(tmp_path, "--rulegraph", config=TINY).stdout)
-    assert upstream(graph, "sample_pages") == {"simulate_demo", "gate"}  # neither cohort nor stats
-    assert {"sample_pages", "stats"} <= graph["report"]
+    simulated = {"simulate_demo_1", "simulate_demo_2", "demo_tables"}
+    assert upstream(graph, "sample_pages") == simulated | {"gate"}  # neither cohort nor stats
+    assert upstream(graph, "stats") == simulated | {"gate"}  # the statistics join the table beside the cohort job
+    assert {"sample_pages", "stats", "cohort"} <= graph["report"]
     samples = [f"P0{s}_D{d}" for s in (1, 2) for d in (0, 5, 12, 33)]
     pages = [line for line in out.splitlines() if "treganalysis report" in line and "--out results/pages " in line]
     assert len(pages) == 1 and sorted(re.findall(r"--sample (\S+)", pages[0])) == sorted(samples)
@@ -93,23 +95,25 @@ def test_sample_pages_are_drawn_beside_the_statistics(tmp_path):
     assert len(site) == 1 and "--pages results/pages" in site[0] and "--sample" not in site[0]
 
 
-def test_samples_simulated_one_at_a_time_are_the_demo_files(finished, tmp_path):
-    """`simulate --sample` (one sample per call) and `--tables` write the demo's bytes: the cohort could
-    be simulated one sample per job."""
-    parts = tmp_path / "parts"
-    cohort = [sys.executable, "-m", "treganalysis", "simulate", "--out", str(parts), "--subjects", "2",
-              "--visits", "il2-course", "--events", "5000", "--seed", "3"]
+def test_the_demo_simulated_in_parts_is_the_whole_cohort(finished, tmp_path):
+    """The demo's simulation jobs (every other sample each, `simulate --sample`) and its tables job
+    write the bytes of the whole cohort simulated by one `treganalysis simulate`, and each sample's
+    truth row (truth/ID.json) beside them."""
+    whole = tmp_path / "whole"
+    run = subprocess.run([sys.executable, "-m", "treganalysis", "simulate", "--out", str(whole), "--subjects", "2",
+                          "--visits", "il2-course", "--events", "5000", "--seed", "3"], cwd=REPO, capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
     samples = [f"P0{s}_D{d}" for s in (1, 2) for d in (0, 5, 12, 33)]
-    for extra in (["--tables", "sheet"], *(["--sample", s] for s in reversed(samples)), ["--tables", "truth"]):
-        run = subprocess.run([*cohort, *extra], cwd=REPO, capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr
     demo = finished / "resources" / "demo"
-    files = sorted(p.relative_to(demo).as_posix() for p in demo.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(whole).as_posix() for p in whole.rglob("*") if p.is_file())
     assert len(files) == 8 + 8 + 5  # FCS files, labels, samples/truth/subjects/batches/classes tables
-    made = sorted(p.relative_to(parts).as_posix() for p in parts.rglob("*") if p.is_file())
-    assert made == sorted(files + [f"truth/{s}.json" for s in samples])  # + each sample's truth row
+    made = sorted(p.relative_to(demo).as_posix() for p in demo.rglob("*") if p.is_file())
+    assert made == sorted(files + [f"truth/{s}.json" for s in samples])
     for name in files:
-        assert (parts / name).read_bytes() == (demo / name).read_bytes(), name
+        assert (whole / name).read_bytes() == (demo / name).read_bytes(), name
+    logs = {p.name for p in (finished / "logs").iterdir()}
+    assert {"simulate_demo_1.log", "simulate_demo_2.log", "demo_tables.log"} <= logs
 
 
 def test_demo_run_writes_the_cohort_table(finished):
@@ -217,7 +221,8 @@ def test_the_profiles_name_rules_of_the_workflow(tmp_path):
     profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
     named = set(profile["set-resources"]) | set(profile["set-threads"]) | set(profile["groups"])
     assert named <= rules, named - rules
-    assert {"simulate_demo", "cohort", "stats", "sample_pages", "report"} <= set(profile["set-resources"])
+    assert {"simulate_demo_1", "simulate_demo_2", "cohort", "stats", "sample_pages", "report"} <= set(
+        profile["set-resources"])
     # the short cohort-level steps after the gating are one cluster job
     assert {profile["groups"].get(r) for r in ("cohort", "stats", "sample_pages", "report")} == {"cohort-summary"}
 

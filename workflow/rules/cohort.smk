@@ -1,4 +1,8 @@
 # The cohort table: every sample x population with subject, timepoint, day and the sheet's columns.
+# The statistics join the same table themselves (`stats --results --sheet`, the text the cohort
+# job writes, read back), so on two cores they start with the cohort job, not after it: the
+# statistics (imports of pandas, scipy.stats and statsmodels, 16 mixed models) are the longest
+# step after gating, and the site waits for them.
 
 
 rule cohort:
@@ -10,6 +14,8 @@ rule cohort:
         provenance=report("results/cohort/provenance.tsv", caption="../report/provenance.rst", category="Cohort"),
     log:
         "logs/cohort.log",
+    # with the statistics before the sample pages: the pages have the most slack
+    priority: 1
     conda:
         "../envs/treganalysis.yaml"
     shell:
@@ -20,7 +26,8 @@ rule cohort:
 
 rule stats:
     input:
-        "results/cohort/populations.tsv",
+        sheet=SHEET,
+        tables=expand("results/samples/{sample}/populations.tsv", sample=SAMPLES),
     output:
         longitudinal=report("results/cohort/longitudinal.tsv", caption="../report/longitudinal.rst", category="Cohort"),
         tests=report("results/cohort/tests.tsv", caption="../report/tests.rst", category="Cohort"),
@@ -29,6 +36,8 @@ rule stats:
         settings=STATS_SETTINGS,
     log:
         "logs/stats.log",
+    # the longest job after gating: started first, the cohort table and then the pages beside it
+    priority: 1
     threads: 1
     conda:
         "../envs/treganalysis.yaml"
@@ -36,5 +45,6 @@ rule stats:
         # the mixed models' small matrix products are slower on several BLAS threads, above all
         # when another job holds the other cores
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
-        " python -m treganalysis stats --cohort {input:q} --out results/cohort --config-json {params.settings:q}"
+        " python -m treganalysis stats --results results/samples --sheet {input.sheet:q} --out results/cohort"
+        " --config-json {params.settings:q}"
         " > {log:q} 2>&1"
