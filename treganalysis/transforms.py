@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
+from treganalysis._quantile import linear_quantile
 from treganalysis.errors import TransformError
 
 __all__ = [
@@ -662,6 +663,6 @@ def estimate_logicle_w(
     negatives = values[(values < 0) & np.isfinite(values)]
     if negatives.size == 0:
         return min(0.5, m / 2)
-    r = float(np.quantile(negatives.astype(np.float64, copy=False), q))
+    r = linear_quantile(negatives.astype(np.float64, copy=False), q)
     w = (m - math.log10(t / abs(r))) / 2.0
     return float(min(max(w, 0.0), m / 2))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._files import write_bytes_atomic
+from ._quantile import lerp
 from .errors import TregAnalysisError
 
 if TYPE_CHECKING:
@@ -351,11 +352,7 @@ def _kept_quantile(values: np.ndarray, keep: np.ndarray | None, n_kept: int, q: 
     if not first <= low <= high < first + index.size:
         return _plain_quantile(values, keep, q)
     tail = np.sort(values[index])
-    a, b = tail[low - first], tail[high - first]  # numpy scalars of the values' dtype
-    t = position - low
-    # numpy's _lerp, term by term (a Python float weight keeps the values' precision)
-    diff = b - a
-    return float(b - diff * (1 - t) if t >= 0.5 else a + diff * t)
+    return lerp(tail[low - first], tail[high - first], position - low)  # numpy scalars of the values' dtype
 
 
 def _plain_quantile(values: np.ndarray, keep: np.ndarray | None, q: float) -> float:
