@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -257,16 +258,25 @@ def test_inspect_subprocess_module_good_files_exit_zero(good_fcs):
     assert "FL1-A" in proc.stdout and "13,367" in proc.stdout
 
 
-def test_a_gating_job_imports_numpy_and_yaml_only(tmp_path):
+def test_a_gating_job_imports_numpy_only(tmp_path):
     """Issue 8: per-sample jobs stay lean (each of these costs 0.3-2 s of start-up per job); the
-    cohort, stats and report commands import them."""
+    cohort, stats and report commands import them. As the workflow runs it (default template,
+    settings as JSON) a gating job does not even import PyYAML (nor numpy.ma); with a YAML
+    config it does, and its provenance records PyYAML's version."""
     from treganalysis.simulate import simulate_cohort
 
     simulate_cohort(tmp_path / "sim", subjects=1, events=5000, seed=1)
     fcs = sorted((tmp_path / "sim" / "fcs").glob("*.fcs"))[0]
-    code = ("import sys; from treganalysis.cli import main; "
-            f"main(['gate', {str(fcs)!r}, '--out', {str(tmp_path / 'out')!r}]); "
-            "print(sorted(m for m in ('pandas', 'scipy', 'sklearn', 'plotly', 'statsmodels') if m in sys.modules))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip().splitlines()[-1] == "[]"
+    config = tmp_path / "config.yaml"
+    config.write_text("qc: {bin_events: 400}\n")
+    for extra, out, unwanted in ((["--config-json", '{"qc": {"bin_events": 400}}'], "json", "[]"),
+                                 (["--config", str(config)], "yaml", "['yaml']")):
+        code = ("import sys; from treganalysis.cli import main; "
+                f"main(['gate', {str(fcs)!r}, '--out', {str(tmp_path / out)!r}, *{extra!r}]); "
+                "print(sorted(m for m in ('pandas', 'scipy', 'sklearn', 'plotly', 'statsmodels', 'yaml', 'numpy.ma') "
+                "if m in sys.modules))")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip().splitlines()[-1] == unwanted
+        versions = json.loads((tmp_path / out / "gates.json").read_text())["provenance"]["versions"]
+        assert (versions["pyyaml"] is None) == (out == "json") and versions["numpy"]

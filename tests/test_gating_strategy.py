@@ -608,6 +608,21 @@ def test_template_with_an_undefined_parent_is_refused(gated, tmp_path):
         load_template(tmp_path / "missing.yaml")
 
 
+def test_the_default_template_as_json_is_the_yaml_file():
+    """Gating jobs read treg_template.json (no PyYAML import); the YAML file is the one people
+    read and copy. If this fails after editing the YAML, regenerate the JSON:
+    python -c "import json, yaml; p = 'treganalysis/data/treg_template'; open(p + '.json', 'w').write(
+    json.dumps(yaml.safe_load(open(p + '.yaml')), indent=1) + chr(10))"
+    """
+    import yaml
+
+    data = Path(treganalysis.__file__).parent / "data"
+    as_yaml = yaml.safe_load((data / "treg_template.yaml").read_text(encoding="utf-8"))
+    as_json = json.loads((data / "treg_template.json").read_text(encoding="utf-8"))
+    assert as_json == as_yaml
+    assert load_template() == as_yaml
+
+
 def test_default_template_names_the_contract_populations():
     template = load_template()
     assert [g["population"] for g in template["gates"]] == POPULATIONS

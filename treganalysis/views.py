@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._files import write_bytes_atomic
-from ._quantile import lerp
+from ._quantile import lerp, linear_quantile
 from .errors import TregAnalysisError
 
 if TYPE_CHECKING:
@@ -356,7 +356,10 @@ def _kept_quantile(values: np.ndarray, keep: np.ndarray | None, n_kept: int, q: 
 
 
 def _plain_quantile(values: np.ndarray, keep: np.ndarray | None, q: float) -> float:
-    return float(np.quantile(values if keep is None else values[keep], q))
+    subset = values if keep is None else values[keep]
+    if subset.size == 0 or (subset.dtype.kind == "f" and np.isnan(subset).any()):
+        return float(np.quantile(subset, q))  # numpy's own answer (an error, or NaN)
+    return linear_quantile(subset, q)
 
 
 def _slots(values: np.ndarray, span: Sequence[float]) -> np.ndarray:

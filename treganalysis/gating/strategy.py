@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import math
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,8 +62,9 @@ def load_template(path: str | Path | None = None) -> dict[str, Any]:
         The file cannot be read, or a gate names an unknown parent, threshold or method.
     """
     if path is None:
-        with resources.as_file(resources.files("treganalysis") / "data" / "treg_template.yaml") as default:
-            template = read_yaml_mapping(default, "gating template", GatingError)
+        # treg_template.yaml, as JSON: a gating job need not import PyYAML (25 ms) to read it
+        # (tests/test_gating_strategy.py keeps the two the same)
+        template = json.loads((resources.files("treganalysis") / "data" / "treg_template.json").read_text("utf-8"))
         where = "default template"
     else:
         template = read_yaml_mapping(path, "gating template", GatingError)
@@ -778,13 +780,14 @@ def _sha256_started(path: Path | None) -> "Callable[[], str | None]":
 
 
 def _versions() -> dict[str, str | None]:
-    """Versions of what decides a sample's numbers: Python, numpy and PyYAML (the template and
-    config); a gating job uses nothing else (scipy, pandas and scikit-learn no longer take part)."""
+    """Versions of what decides a sample's numbers: Python, numpy and PyYAML (None when no YAML
+    was read: the default template and a workflow's settings come as JSON); a gating job uses
+    nothing else (scipy, pandas and scikit-learn no longer take part)."""
     import platform
 
-    import yaml
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "pyyaml": yaml.__version__}
+    yaml = sys.modules.get("yaml")
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "pyyaml": getattr(yaml, "__version__", None)}
 
 
 def _version() -> str:
