@@ -907,3 +907,22 @@ def test_cli_simulate_mistyped_config_is_one_line(tmp_path, capsys, content):
     code = main(["simulate", "--out", str(tmp_path / "o"), "--subjects", "1", "--events", "200", "--config", str(config)])
     captured = capsys.readouterr()
     assert code == 1 and len(captured.err.strip().splitlines()) == 1
+
+
+def test_cli_parts_and_both_tables_in_one_call_are_the_whole_cohort(tmp_path, capsys):
+    """The demo workflow's calls: samples in two parts, then `--tables sheet --tables truth` in one
+    process, give the files of one `simulate` run byte for byte."""
+    cohort = ["--subjects", "1", "--visits", "il2-course", "--events", "500", "--seed", "4"]
+    assert main(["simulate", "--out", str(tmp_path / "whole"), *cohort]) == 0
+    parts = str(tmp_path / "parts")
+    assert main(["simulate", "--out", parts, *cohort, "--sample", "P01_D5", "--sample", "P01_D33"]) == 0
+    assert main(["simulate", "--out", parts, *cohort, "--sample", "P01_D0", "--sample", "P01_D12"]) == 0
+    assert main(["simulate", "--out", parts, *cohort, "--tables", "sheet", "--tables", "truth"]) == 0
+    assert "wrote samples.tsv, subjects.tsv, batches.tsv, truth/classes.tsv, truth.tsv" in capsys.readouterr().out
+    whole = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*") if p.is_file())
+    assert len(whole) == 4 + 4 + 5
+    for name in whole:
+        assert (tmp_path / "parts" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    # the control files go with the sheet only
+    assert main(["simulate", "--out", parts, *cohort, "--tables", "truth", "--controls"]) == 1
+    assert "--controls" in capsys.readouterr().err

@@ -97,10 +97,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="write only this sample of the cohort (repeatable): fcs/ID.fcs, truth/ID.labels.npy and "
                        "truth/ID.json (its row of truth.tsv), the same bytes as the whole cohort's; for a workflow "
                        "that simulates one sample per job")
-    parts.add_argument("--tables", choices=("sheet", "truth"),
-                       help="write only the cohort's tables. sheet: samples.tsv, subjects.tsv, batches.tsv, "
-                       "truth/classes.tsv (and the control files with --controls), known before any sample is "
-                       "simulated; truth: truth.tsv, from every sample's truth/ID.json (see --sample)")
+    parts.add_argument("--tables", choices=("sheet", "truth"), action="append",
+                       help="write only the cohort's tables (repeatable: --tables sheet --tables truth writes both "
+                       "in one process). sheet: samples.tsv, subjects.tsv, batches.tsv, truth/classes.tsv (and the "
+                       "control files with --controls), known before any sample is simulated; truth: truth.tsv, "
+                       "from every sample's truth/ID.json (see --sample)")
     simulate.set_defaults(run=_simulate)
 
     gate = commands.add_parser(
@@ -431,7 +432,7 @@ def _simulate(args: argparse.Namespace) -> int:
         config["artefacts"] = dict(config["artefact_rates"])
     cohort = dict(subjects=args.subjects, visits=args.visits, events=args.events, seed=args.seed, config=config,
                   healthy=args.healthy, placebo=args.placebo)
-    if args.controls and (args.sample or args.tables == "truth"):
+    if args.controls and (args.sample or (args.tables and "sheet" not in args.tables)):
         raise TregAnalysisError("--controls: the control files are written with the whole cohort or with --tables sheet")
     if args.sample:
         rows = simulate_samples(args.out, args.sample, **cohort)
@@ -439,10 +440,14 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"wrote {files} and their labels and truth rows (truth/) to {args.out}")
         return 0
     if args.tables:
-        write_cohort_tables(args.out, **cohort, controls=args.controls, truth=args.tables == "truth")
-        written = (["truth.tsv"] if args.tables == "truth" else
-                   ["samples.tsv", "subjects.tsv", "batches.tsv", "truth/classes.tsv"]
-                   + (["controls/", "controls.tsv"] if args.controls else []))
+        written = []
+        if "sheet" in args.tables:
+            write_cohort_tables(args.out, **cohort, controls=args.controls, truth=False)
+            written += ["samples.tsv", "subjects.tsv", "batches.tsv", "truth/classes.tsv"]
+            written += ["controls/", "controls.tsv"] if args.controls else []
+        if "truth" in args.tables:
+            write_cohort_tables(args.out, **cohort, truth=True)
+            written.append("truth.tsv")
         print(f"wrote {', '.join(written)} to {args.out}")
         return 0
     tables = simulate_cohort(args.out, **cohort, controls=args.controls)

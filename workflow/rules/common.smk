@@ -38,23 +38,13 @@ FCS = dict(zip(_sheet.index, _sheet["fcs"]))
 
 # The demo is simulated by DEMO_PARTS jobs (workflow/rules/demo.smk), every DEMO_PARTS-th sample each.
 DEMO_PARTS = 2
-DEMO_SETTINGS = {k: config["demo"][k] for k in ("subjects", "visits", "events", "seed")}
+# the cohort of `treganalysis simulate` (the same in every part, so the parts are one cohort)
+DEMO_ARGS = " ".join(f"--{k} {shlex.quote(str(config['demo'][k]))}" for k in ("subjects", "visits", "events", "seed"))
 
 
 def demo_part(part):
     """The demo samples that simulation job ``part`` (1, 2, ...) writes."""
     return SAMPLES[part - 1 :: DEMO_PARTS] if DEMO else []
-
-
-def write_demo_tables(log):
-    """The demo's tables, as `treganalysis simulate --tables sheet` and then `--tables truth` write
-    them, in the Snakemake process (pandas and the package are imported here already)."""
-    from treganalysis.simulate import write_cohort_tables
-
-    write_cohort_tables("resources/demo", **DEMO_SETTINGS, truth=False)
-    write_cohort_tables("resources/demo", **DEMO_SETTINGS, truth=True)
-    with open(log, "w") as out:
-        print("wrote samples.tsv, subjects.tsv, batches.tsv, truth/classes.tsv and truth.tsv to resources/demo", file=out)
 
 
 # Pooled gating: each sample's group (subject or batch), and each group's samples.

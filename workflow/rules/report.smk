@@ -4,8 +4,9 @@
 # The sample pages need the gating results only, not the statistics: they are drawn by a job of
 # their own (into results/pages/, an intermediate folder) while cohort and stats run, and the report
 # job writes the cohort index and copies the pages into the site. One job draws all the pages:
-# a job's start-up (numpy, pandas, the package, plotly: about 1 s) is three times a page's drawing
-# (about 0.3 s), so a job per page costs more on a few cores than it saves (docs/architecture.md).
+# a job's start-up (numpy, pandas, the package: under 1 s) is worth about 20 pages' drawing (about
+# 0.05 s a page, figures built as plain dicts), so a job per page, or a second job, would cost more
+# than it saves (docs/architecture.md).
 
 
 rule sample_pages:
