@@ -54,6 +54,10 @@ def test_compensating_in_place_gives_the_same_events():
     comp = ta.compensate(columns, copy=False)
     assert np.shares_memory(comp.events, columns.events) and comp.events.flags.f_contiguous
     np.testing.assert_array_equal(comp.events, expected)
+    # the given sample holds compensated values now, and says so: compensating it again is refused
+    assert columns.compensation["applied"] and columns.compensation["in_place"]
+    with pytest.raises(ta.SpilloverError, match="already compensated"):
+        ta.compensate(columns)
     rows = ta.read_fcs(path)
     raw = rows.events.copy()
     comp_rows = ta.compensate(rows, copy=False)

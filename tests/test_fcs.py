@@ -403,6 +403,26 @@ def test_float_events_are_read_into_one_copy(tmp_path, order, layout):
         ta.read_fcs(path, order="K")
 
 
+@pytest.mark.parametrize("n", [0, 1, 8191, 8192, 8193, 20_000])
+@pytest.mark.parametrize("code", ["<f4", ">f4", ">f8", "<u2"])
+def test_column_major_read_across_blocks_is_the_row_major_read(tmp_path, n, code):
+    """Whole and partial read blocks (8,192 events), both byte orders, other data types
+    (read row-major and copied): the same values, column-major."""
+    datatype = {"f": "F" if code[2] == "4" else "D", "u": "I"}[code[1]]
+    width = int(code[2]) * 8
+    values = np.random.default_rng(n).normal(300, 200, (n, 3))
+    if datatype == "I":
+        values = np.abs(values)
+    else:
+        values[n // 2 :: 997] = np.nan
+    values = values.astype(code)
+    path = tmp_path / "s.fcs"
+    path.write_bytes(assemble_fcs(_layout_text(n, 3, datatype, code[0], width), values.tobytes()))
+    rows, columns = ta.read_fcs(path), ta.read_fcs(path, order="F")
+    assert columns.events.flags.f_contiguous and columns.events.shape == (n, 3)
+    np.testing.assert_array_equal(columns.events, rows.events)
+
+
 def test_write_fcs_edge_cases(tmp_path):
     events = np.ones((3, 2), np.float32)
     path = write_fcs(tmp_path / "r.fcs", events, ["A", "B"], ["/CD4/", ""], ranges=[4194304, 1023.5],

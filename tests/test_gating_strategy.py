@@ -595,6 +595,18 @@ def test_user_template_replaces_the_default(gated, tmp_path):
     assert not np.any(result.mask("singlets") & ~cells)
 
 
+def test_a_template_of_scatter_gates_only_is_gated(gated, tmp_path):
+    """No thresholds at all (the key is optional): the engine's bookkeeping of which gates
+    read which populations must not need one."""
+    path, *_ = gated
+    template = tmp_path / "scatter.yaml"
+    template.write_text("gates:\n  - {population: singlets, parent: root, method: singlet_ratio}\n"
+                        "  - {population: lymphocytes, parent: singlets, method: gmm_ellipse}\n")
+    result = gate_sample(read_fcs(path), {"gating": {"template": str(template)}})
+    assert [r["status"] for r in records(result).values()] == ["ok", "ok"]
+    assert 0 < result.mask("lymphocytes").sum() < result.mask("singlets").sum()
+
+
 def test_template_with_an_undefined_parent_is_refused(gated, tmp_path):
     template = tmp_path / "broken.yaml"
     template.write_text(

@@ -603,3 +603,10 @@ def test_qc_sample_with_raw_checks_done_first_is_the_same(samples):
     assert off.time is None
     no_time = qc_sample(comp, comp, gating_channels(margined), {"time": False}, checked=off)
     assert no_time.record["time"] == {"skipped": "time QC off in the configuration"}
+    # checked with time QC off, then run with it on: the (uncompensated) time of the compensated sample
+    late = qc_sample(comp, comp, gating_channels(margined), checked=off)
+    assert json.dumps(late.record) == json.dumps(whole.record)
+    # the checks of another sample are refused, not applied
+    other = raw_checks(margined.with_events(margined.events[:100]), gating_channels(margined))
+    with pytest.raises(QCError, match="raw checks are of 100 events"):
+        qc_sample(comp, comp, gating_channels(margined), checked=other)

@@ -26,3 +26,6 @@ def test_linear_quantile_leaves_the_input_alone_and_refuses_empty():
     assert linear_quantile(values, 0.5) == 2.0 and values.tolist() == [3.0, 1.0, 2.0]
     with pytest.raises(ValueError, match="empty"):
         linear_quantile(np.array([]), 0.5)
+    for q in (-0.1, 1.5, float("nan")):  # np.partition would take a negative position
+        with pytest.raises(ValueError, match="quantile"):
+            linear_quantile(values, q)

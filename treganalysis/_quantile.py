@@ -21,6 +21,8 @@ def linear_quantile(values: np.ndarray, q: float) -> float:
     n = values.size
     if n == 0:
         raise ValueError("linear_quantile of an empty array")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], not {q!r}")
     position = (n - 1) * q
     low = math.floor(position)
     high = min(low + 1, n - 1)

@@ -356,7 +356,7 @@ def _gate_files(args: argparse.Namespace) -> int:
     config = _gating_config(args)
     _keep_freed_memory()
     # pooling needs every sample at once; otherwise each file is read as it is gated, so that a
-    # job holds one sample's events (gate_sample frees the raw ones after QC)
+    # job holds one sample's events (compensated in place, below)
     samples = [read_fcs(f) for f in args.files] if args.pooled else []
     fmo = {}
     for item in args.fmo:

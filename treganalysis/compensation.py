@@ -157,12 +157,14 @@ def compensate(sample: Sample, spillover: "Spillover | str | os.PathLike | None"
     copy : bool
         False lets the sample's own events be overwritten with the compensated values when
         they are column-major float32 (``read_fcs(path, order="F")``): no second event matrix.
-        Only for a sample read for this call (its ``events`` no longer hold raw values).
+        Only for a sample read for this call: the returned sample shares its events, and the
+        given one is marked compensated (compensating it again is refused).
 
     Returns
     -------
     Sample
-        A new sample whose compensated columns replace the originals. ``result.compensation``
+        A new sample whose compensated columns replace the originals (in the given sample's
+        own events with ``copy=False``, see above). ``result.compensation``
         records the matrix source, the channels, and the condition number, or why compensation
         was skipped.
 
@@ -200,10 +202,8 @@ def compensate(sample: Sample, spillover: "Spillover | str | os.PathLike | None"
     columns = _match_channels(sample, spill)
     inverse, condition = _checked_inverse(spill, where)
     raw = sample.events
-    if not copy and raw.dtype == np.float32 and raw.flags.f_contiguous and raw.flags.writeable:
-        events = _compensate_columns_in_place(raw, columns, inverse)
-    else:
-        events = _compensated_columns(raw, columns, inverse)
+    in_place = not copy and raw.dtype == np.float32 and raw.flags.f_contiguous and raw.flags.writeable
+    events = (_compensate_columns_in_place if in_place else _compensated_columns)(raw, columns, inverse)
     record: dict[str, Any] = {
         "applied": True,
         "source": spill.source,
@@ -213,6 +213,10 @@ def compensate(sample: Sample, spillover: "Spillover | str | os.PathLike | None"
         "identity": spill.is_identity,
         "condition_number": condition,
     }
+    if in_place:
+        # the sample given holds compensated values now: say so, so that compensating or gating
+        # it again is refused instead of compensating twice (the dataclass is frozen)
+        object.__setattr__(sample, "compensation", {**record, "in_place": True})
     return sample.with_events(events, compensation=record)
 
 

@@ -52,9 +52,10 @@ def read_fcs(path: str | os.PathLike, *, dataset: int | None = None, offsets: Of
         HEADER says otherwise; ``"header"`` or ``"text"`` trusts one of them.
     order : {"C", "F"}
         Memory layout of the events: ``"C"`` (the default) row-major, event by event as in the
-        file; ``"F"`` column-major, each channel contiguous, read straight into that layout
-        block by block (what every later stage reads fastest, and what
-        ``compensate(sample, copy=False)`` compensates in place).
+        file; ``"F"`` column-major, each channel contiguous (what every later stage reads
+        fastest, and what ``compensate(sample, copy=False)`` compensates in place). float32
+        data are read straight into that layout block by block; other data types are read,
+        converted to float32 and then copied into it.
 
     Returns
     -------
@@ -72,6 +73,8 @@ def read_fcs(path: str | os.PathLike, *, dataset: int | None = None, offsets: Of
     instead of an inclusive offset) is accepted. Any other disagreement between ``$TOT``,
     ``$PAR``, ``$PnB`` and the DATA segment's size is refused.
     """
+    if order not in ("C", "F"):
+        raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     path = Path(path)
     with _open(path) as fh:
         size = fh.seek(0, os.SEEK_END)
@@ -85,8 +88,6 @@ def read_fcs(path: str | os.PathLike, *, dataset: int | None = None, offsets: Of
         layout = _Layout.from_text(path, text)
         start, stop = _data_offsets(path, header, text, offsets)
         n_events = _event_count(path, text, layout, start, stop, size - base)
-        if order not in ("C", "F"):
-            raise ValueError(f"order must be 'C' or 'F', not {order!r}")
         raw = _read_data(fh, path, layout, base + start, n_events, columns=order == "F")
     events = _scale(raw, layout, text, path)
     if order == "F" and not events.flags.f_contiguous:

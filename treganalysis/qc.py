@@ -681,8 +681,12 @@ def qc_sample(sample: Sample, compensated: Sample, channels: Iterable[str],
     time_channel = sample.time_channel
     follow_time = bool(settings["time"]) and time_channel is not None
     checked = checked if checked is not None else raw_checks(sample, channels, settings)
+    if checked.keep.shape != (sample.n_events,):
+        raise QCError(f"{sample.name}: the raw checks are of {checked.keep.size} events, the sample has "
+                      f"{sample.n_events}: pass raw_checks() of this sample")
     margins, finite, time = checked.margins, checked.finite, checked.time
-    follow_time = follow_time and time is not None  # ``checked`` made with time QC off
+    if follow_time and time is None:  # checked with time QC off: the time is not compensated
+        time = compensated.column(time_channel)
     reasons: list[str] = []
     n = sample.n_events
     # NaN/Inf events (a broken acquisition, a mislabelled byte order) take no part in anything

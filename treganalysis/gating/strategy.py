@@ -229,9 +229,9 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     template, panel, channels = _setup(sample, config)
     checked = raw_checks(sample, [c for c in channels.values() if c], config.get("qc") or {})
     comp = _compensate(sample, config, copy=copy)
-    # Past the raw checks only the compensated copy is used (it carries the path and keywords
-    # too); when the caller passed ``read_fcs(...)`` directly, the raw events are freed here,
-    # before QC and gating allocate theirs.
+    # Past the raw checks only the compensated sample is used (it carries the path and keywords
+    # too); when the caller passed ``read_fcs(...)`` directly, the raw events are freed here
+    # (or were overwritten, with copy=False), before QC and gating allocate theirs.
     del sample
     qc = _qc(comp, comp, channels, config, panel, checked)
     fixed_transforms = pooled.transforms if pooled is not None else None
@@ -511,10 +511,12 @@ class _Engine:
         gates = self.template["gates"]
         # the last gate that reads each population's events (as its parent, or where one of its
         # thresholds is chosen): its indices, 8 bytes an event, are dropped after that gate
+        thresholds = self.template.get("thresholds") or {}
         last_use = {}
         for i, gate in enumerate(gates):
-            thresholds = self.template["thresholds"]
-            for population in (gate["parent"], *(thresholds[t].get("from", gate["parent"]) for t in gate.get("rule", ()))):
+            rule = (gate.get("rule") or {}) if gate.get("method", "rule") == "rule" else {}
+            chosen_on = [thresholds[t].get("from", gate["parent"]) for t in rule if t in thresholds]
+            for population in (gate["parent"], *chosen_on):
                 last_use[population] = i
         for i, gate in enumerate(gates):
             self.gate(gate)
@@ -780,9 +782,10 @@ def _sha256_started(path: Path | None) -> "Callable[[], str | None]":
 
 
 def _versions() -> dict[str, str | None]:
-    """Versions of what decides a sample's numbers: Python, numpy and PyYAML (None when no YAML
-    was read: the default template and a workflow's settings come as JSON); a gating job uses
-    nothing else (scipy, pandas and scikit-learn no longer take part)."""
+    """Versions of what decides a sample's numbers: Python, numpy and PyYAML; a gating job uses
+    nothing else (scipy, pandas and scikit-learn no longer take part). PyYAML's is the version
+    loaded in the process, None when none is: a gating job loads it only to read a YAML
+    template or config (the default template and a workflow's settings come as JSON)."""
     import platform
 
     yaml = sys.modules.get("yaml")
