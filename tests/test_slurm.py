@@ -67,8 +67,9 @@ def slurm_run(cluster, tmp_path_factory):
 def test_the_demo_through_slurm_gives_the_local_run_tables(slurm_run, tmp_path):
     workdir, run = slurm_run
     out = run.stdout + run.stderr
-    # 8 samples, the simulation, and cohort + stats + report as one group job (the profile's groups:)
-    assert out.count("has been submitted with SLURM jobid") == 8 + 1 + 1
+    # 8 samples, the simulation (two halves and the tables), and cohort + stats + pages + report as one
+    # group job (the profile's groups:)
+    assert out.count("has been submitted with SLURM jobid") == 8 + 3 + 1
     local = tmp_path / "local"
     local.mkdir()
     run = snakemake(local, "--cores", "2", config=DEMO)
