@@ -214,11 +214,14 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
 
     Notes
     -----
-    Steps: compensation; acquisition QC (:func:`treganalysis.qc.qc_sample`: margin events at
-    ``$PnR - 1`` in scatter or a gating channel, time bins where the rate or a signal departs;
-    settings from ``config["qc"]``), whose removed events take no part in gating; Logicle on each gating fluorescence channel with W estimated from that
-    channel's negative events (scatter stays linear); then the template's gates in order, each
-    on its parent's events. Thresholds are recorded in Logicle and in compensated linear units.
+    Steps: the raw-event checks of acquisition QC (:func:`treganalysis.qc.raw_checks`: margin
+    events at ``$PnR - 1`` in scatter or a gating channel, NaN/Inf events, the time column);
+    compensation; the rest of QC on the compensated events (:func:`treganalysis.qc.qc_sample`:
+    time bins where the rate or a signal departs; settings from ``config["qc"]``), whose removed
+    events take no part in gating; Logicle on each gating fluorescence channel with W estimated
+    from that channel's negative events (scatter stays linear); then the template's gates in
+    order, each on its parent's events. Thresholds are recorded in Logicle and in compensated
+    linear units.
 
     With an FMO control for a marker, the control is compensated, transformed with this
     sample's transforms and gated down to the population the threshold is chosen on; the
