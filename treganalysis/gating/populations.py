@@ -103,11 +103,12 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
     names = list(masks)
     if not columns or not names:
         return {name: [float("nan")] * len(columns) for name in names}
-    signature, membership = _signatures([masks[name] for name in names]) if len(names) <= _MAX_SIGNATURE_BITS else (None, None)
+    signature, membership, per_signature = (_signatures([masks[name] for name in names])
+                                            if len(names) <= _MAX_SIGNATURE_BITS else (None, None, None))
     if membership is None or membership.shape[1] > _MAX_SIGNATURES:  # not a hierarchy: one at a time
         return {name: [_median(c[np.flatnonzero(masks[name])]) for c in columns] for name in names}
     n_signatures = membership.shape[1]
-    counts = (membership.astype(np.int64) @ np.bincount(signature, minlength=n_signatures)).tolist()
+    counts = (membership.astype(np.int64) @ per_signature).tolist()
     weights = membership.astype(np.float64)
     # below about 65,536 x signatures events, a histogram over every code would outweigh the
     # events: slots are then the codes present in the column, numbered densely
@@ -171,23 +172,26 @@ def _rank(codes: np.ndarray) -> np.ndarray:
     return np.where(codes & 0x8000, codes ^ 0xFFFF, codes | 0x8000)
 
 
-def _signatures(masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Label each event by the set of masks it is in.
+def _signatures(masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Label each event by the set of masks it is in (at most 20 masks).
 
-    Returns the label per event (0..s-1, intp) and the membership matrix (masks x labels, bool).
+    Returns the label per event (0..s-1, intp: the median keys are built from it), the
+    membership matrix (masks x labels, bool) and the number of events per label.
     """
     n = masks[0].shape[0]
-    code = np.zeros(n, dtype=np.int32)
-    for first in range(0, len(masks), 8):  # eight masks per byte: cheap uint8 arithmetic
-        byte = np.zeros(n, dtype=np.uint8)
-        for bit, mask in enumerate(masks[first : first + 8]):
-            byte |= np.asarray(mask, dtype=bool).view(np.uint8) << np.uint8(bit)
-        code |= byte.astype(np.int32) << first
-    present = np.flatnonzero(np.bincount(code, minlength=1 << len(masks)))
+    bits = np.uint16 if len(masks) <= 16 else np.uint32
+    code = np.zeros(n, dtype=bits)
+    bit = np.empty(n, dtype=bits)
+    for i, mask in enumerate(masks):  # one shift and one OR per mask, in the narrow type
+        np.left_shift(np.asarray(mask, dtype=bool).view(np.uint8), bits(i), out=bit, dtype=bits)
+        code |= bit
+    del bit
+    events = np.bincount(code, minlength=1 << len(masks))
+    present = np.flatnonzero(events)
     lookup = np.zeros(1 << len(masks), dtype=np.intp)
     lookup[present] = np.arange(present.size)
     membership = ((present[None, :] >> np.arange(len(masks))[:, None]) & 1).astype(bool)
-    return lookup[code], membership
+    return lookup[code], membership, events[present]
 
 
 _FIRST_COLUMNS = ["population", "parent", "status", "count", "parent_count", "pct_parent", "pct_parent_low",
