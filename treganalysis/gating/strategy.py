@@ -567,13 +567,14 @@ class _Engine:
                 record["of"] = gate["of"]
             else:
                 idx = self.events_of(parent)
+                # fitted on the parent's events, evaluated on every event (as a rule gate's
+                # cuts) and ANDed with the parent: no gather of the parent's events for it
                 if method == "singlet_ratio":
                     inside, details = self.singlets(idx, float(gate.get("k", 4.0)), name)
                 else:
                     inside, details = self.lymphocytes(idx, gate)
+                mask = np.logical_and(inside, parent_mask, out=inside)
                 record.update(details)
-                mask = np.zeros(self.sample.n_events, dtype=bool)
-                mask[idx[inside]] = True
         except _NotAvailable as why:
             self.masks[name] = np.zeros(self.sample.n_events, dtype=bool)
             self.parents[name] = parent
@@ -650,10 +651,12 @@ class _Engine:
     def singlets(self, idx: np.ndarray, k: float, name: str = "singlets") -> tuple[np.ndarray, dict]:
         """FSC-H / FSC-A of singlets is constant; doublets have a low ratio (FSC-A about twice)."""
         try:
-            area, height = self.sample.column("FSC-A")[idx], self.sample.column("FSC-H")[idx]
+            area, height = self.sample.column("FSC-A"), self.sample.column("FSC-H")
         except PanelError:
             raise _LeftOut("FSC-A and FSC-H are needed") from None
-        ratio = height / np.maximum(area, 1.0)
+        every = np.maximum(area, 1.0)
+        np.divide(height, every, out=every)
+        ratio = every[idx]  # the parent's events choose the cut
         if name in self.fitted:
             fit = self.fitted[name]
         else:
@@ -667,7 +670,7 @@ class _Engine:
                       if density is not None else 0.0)
         cut = {"threshold": "fsc_h_over_a", "side": "above", "value": fit["cut"], "value_raw": fit["cut"],
                "method_used": "median - k MAD", "fallback": None, "confidence": confidence, "k": k}
-        return ratio >= fit["cut"], {"channels": ["FSC-A", "FSC-H"], "ratio_median": fit["ratio_median"],
+        return every >= fit["cut"], {"channels": ["FSC-A", "FSC-H"], "ratio_median": fit["ratio_median"],
                                      "ratio_mad": fit["ratio_mad"], "pooled": name in self.fitted, "cuts": [cut],
                                      "fallback": None, "confidence": confidence}
 
@@ -685,14 +688,14 @@ class _Engine:
             raise _LeftOut("FSC-A and SSC-A are needed") from None
         top = np.array([self.sample.ranges[fsc] or 262144.0, self.sample.ranges[ssc] or 262144.0])
         events = self.sample.events
-        raw = np.column_stack((events[:, fsc][idx], events[:, ssc][idx]))  # float32, the parent's events
         name = gate["population"]
         if name in self.fitted:
             fit = self.fitted[name]
         else:
             size = int(gate.get("subsample", 20000))
             rng = np.random.default_rng(0)  # the same subsample for the same events
-            fit_on = (raw if idx.size <= size else raw[rng.choice(idx.size, size, replace=False)]) / top  # to [0, 1]
+            chosen = idx if idx.size <= size else idx[rng.choice(idx.size, size, replace=False)]
+            fit_on = np.column_stack((events[:, fsc][chosen], events[:, ssc][chosen])) / top  # to [0, 1]
             try:
                 gmm = fit_gaussian_mixture(fit_on, int(gate.get("components", 3)), seed=0,
                                            n_init=int(gate.get("starts", 3)))
@@ -712,7 +715,8 @@ class _Engine:
         self.learned[name] = fit
         try:
             # in the file's units: the same ellipse, without scaling every event
-            inside = ellipse(raw, fit["mean"] * top, fit["covariance"] * np.outer(top, top), fit["distance_square"])
+            inside = ellipse(_column_pair(events, fsc, ssc), fit["mean"] * top, fit["covariance"] * np.outer(top, top),
+                             fit["distance_square"])
         except ValueError as exc:  # a degenerate fit (e.g. garbage events): this gate cannot be drawn
             raise _NotAvailable(f"the lymphocyte mixture is degenerate ({exc})") from None
         return inside, {
@@ -720,6 +724,13 @@ class _Engine:
             "covariance": (fit["covariance"] * np.outer(top, top)).tolist(),
             "distance_square": fit["distance_square"], "weight": fit["weight"], "pooled": name in self.fitted,
             "fallback": None, "confidence": fit.get("confidence", 0.0), "mixture": fit.get("fit")}
+
+
+def _column_pair(events: np.ndarray, i: int, j: int) -> np.ndarray:
+    """Columns ``i`` and ``j`` of ``events`` as an (n, 2) view, not a copy."""
+    low, high = min(i, j), max(i, j)
+    pair = events[:, low : high + 1 : high - low]
+    return pair if i < j else pair[:, ::-1]
 
 
 def _lymphocyte_component(means: np.ndarray, weights: np.ndarray, target: Any) -> int:
