@@ -19,7 +19,7 @@ import pytest
 from treganalysis import compensate, read_fcs
 from treganalysis.gating.strategy import gate_sample
 from treganalysis.qc import DEFAULTS, QCError, margin_events, negative_populations, qc_sample, raw_checks, time_qc
-from treganalysis.qc import _asinh, _json_numbers, _raw_checks  # the vectorised pieces, checked directly
+from treganalysis.qc import _asinh, _bin_starts, _json_numbers, _raw_checks, _time_bins  # vectorised pieces, checked directly
 from treganalysis.sample import Sample, Spillover
 from treganalysis.simulate import SampleSpec, _write_sample, load_config, simulate_events
 
@@ -129,6 +129,41 @@ def test_time_qc_record_holds_bins_rate_and_population_means():
     assert means.shape == (2, 120)
     assert np.allclose(means[0], 0.0, atol=0.06) and np.allclose(means[1], 3.0, atol=0.08)
     json.dumps(record)  # JSON-ready
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bins_of_a_forward_clock_are_the_per_event_bins(seed):
+    # float32 times with ties, gaps and values on bin edges: the bisection finds the same bin
+    # of every event as the per-event formula
+    rng = np.random.default_rng(seed)
+    n, n_bins = 5000, 37
+    time = np.sort(rng.integers(0, 900, n).astype(np.float32) * np.float32(0.25))
+    lo, hi = float(time[0]), float(time[-1])
+    starts = _bin_starts(time, lo, hi, n_bins)
+    per_event = _time_bins(time.astype(np.float64), lo, hi, n_bins)
+    assert starts[0] == 0 and starts[-1] == n
+    assert np.array_equal(np.repeat(np.arange(n_bins), np.diff(starts)), per_event)
+
+
+def test_time_qc_gives_the_same_result_for_a_clock_that_steps_back_once():
+    # one event's time stepped back to the start forces the per-event bins; the same event at
+    # the start of the file (the clock running forward) must give the same bins and removal
+    rng = np.random.default_rng(5)
+    n = 20_000
+    time = np.sort(rng.uniform(0, 100, n)).astype(np.float32)
+    signal = rng.normal(3.0, 0.3, n).astype(np.float32)
+    signal[time > 85] += 1.0  # a late shift: bins removed
+    forward = time_qc(time, {"FL1": signal})
+    moved = np.concatenate(([time[0]], time[1:]))
+    moved[n // 2], moved[0] = moved[0], moved[n // 2]
+    swapped = signal.copy()
+    swapped[n // 2], swapped[0] = swapped[0], swapped[n // 2]
+    backward = time_qc(moved, {"FL1": swapped})
+    assert forward[1]["removed"] and forward[1]["removed"] == backward[1]["removed"]
+    assert forward[1]["edges"] == backward[1]["edges"] and forward[1]["rate"] == backward[1]["rate"]
+    keep = backward[0].copy()
+    keep[n // 2], keep[0] = keep[0], keep[n // 2]
+    assert np.array_equal(forward[0], keep)
 
 
 def test_time_qc_removes_a_clog():
