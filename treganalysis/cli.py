@@ -49,10 +49,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
 
 
-def _presets() -> list[str]:
-    from .simulate import PRESETS  # simulate imports pandas only where it writes tables
+class _Presets:
+    """The visit presets of ``simulate --visits``, read from :mod:`treganalysis.simulate` when
+    argparse checks or lists them (hence the option's fixed metavar: argparse would list them
+    while building the parser), so that every other command (a gating job) leaves it unimported."""
 
-    return list(PRESETS)
+    def _names(self) -> list[str]:
+        from .simulate import PRESETS  # simulate imports pandas only where it writes tables
+
+        return sorted(PRESETS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,8 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--out", required=True, metavar="DIR", help="output folder")
     simulate.add_argument("--subjects", type=int, default=6, metavar="N", help="patients (default 6)")
-    simulate.add_argument("--visits", default="il2-course", choices=sorted(_presets()),
-                          help="visit and dosing schedule (default il2-course: days 0, 5, 12, 33)")
+    simulate.add_argument("--visits", default="il2-course", choices=_Presets(), metavar="PRESET",
+                          help="visit and dosing schedule, one of %(choices)s (default il2-course: days 0, 5, 12, 33)")
     simulate.add_argument("--events", type=int, default=100_000, metavar="N", help="events per sample (default 100000)")
     simulate.add_argument("--seed", type=int, default=1, metavar="S", help="random seed; the same seed gives the same files")
     simulate.add_argument("--config", metavar="YAML", help="settings overriding the defaults")
