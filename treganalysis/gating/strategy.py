@@ -477,8 +477,8 @@ def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[
             j = sample.index(channel)
             T = float(sample.ranges[j]) if sample.ranges and sample.ranges[j] > 0 else 262144.0
             every = column[:: max(1, -(-column.size // W_EVENTS))]
-            finite = every[np.isfinite(every)]  # events QC removed for NaN/Inf must not decide W
-            W = min(estimate_logicle_w(finite, T=T, M=M), M / 2)
+            # (estimate_logicle_w leaves out NaN and infinities: events QC removed never decide W)
+            W = min(estimate_logicle_w(every, T=T, M=M), M / 2)
             params[channel] = {"transform": "logicle", "T": T, "W": W, "M": M, "A": A}
         p = params[channel]
         out[channel] = logicle(column, T=p["T"], W=p["W"], M=p["M"], A=p["A"])
