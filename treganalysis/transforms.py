@@ -661,7 +661,8 @@ def estimate_logicle_w(
             f"estimate_logicle_w requires 0 <= quantile <= 1; got quantile={q!r}"
         )
     values = _as_float_array(x).reshape(-1)
-    negatives = values[(values < 0) & np.isfinite(values)]
+    # np.compress: a boolean index is several times slower on a mask this mixed
+    negatives = np.compress((values < 0) & np.isfinite(values), values)
     if negatives.size == 0:
         return min(0.5, m / 2)
     r = linear_quantile(negatives.astype(np.float64, copy=False), q)
