@@ -55,6 +55,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -220,6 +221,26 @@ def best_command(cmd: list[str], repeats: int, cwd: Path | None = None,
     rss = [r["max_rss_mb"] for r in runs if r["max_rss_mb"] is not None]
     return {"wall_s": min(r["wall_s"] for r in runs), "max_rss_mb": max(rss) if rss else None,
             "last": runs[-1]}
+
+
+def paired_commands(ours: list[str], theirs: list[str], repeats: int,
+                    env: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any], list[float]]:
+    """Both commands after a warm-up each, taking turns within every repeat (so that a slow
+    stretch of a shared machine slows both): each one's best wall time and largest peak RSS,
+    and the ratio theirs / ours of every repeat."""
+    for cmd in (ours, theirs):
+        run_command(cmd, env=env)  # warm-up: files and interpreter in the OS cache
+    runs: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
+    for _ in range(repeats):
+        for i, cmd in enumerate((ours, theirs)):
+            runs[i].append(run_command(cmd, env=env))
+    summaries = []
+    for i in (0, 1):
+        rss = [r["max_rss_mb"] for r in runs[i] if r["max_rss_mb"] is not None]
+        summaries.append({"wall_s": min(r["wall_s"] for r in runs[i]), "max_rss_mb": max(rss) if rss else None,
+                          "last": runs[i][-1]})
+    ratios = [b["wall_s"] / a["wall_s"] for a, b in zip(runs[0], runs[1])]
+    return summaries[0], summaries[1], ratios
 
 
 def parse_importtime(stderr: str) -> list[tuple[str, int, int, int]]:
@@ -408,13 +429,13 @@ def measure_size(n: int, repeats: int, folder: Path) -> dict[str, Any]:
     ours_cmd = [py, "-m", "treganalysis", "gate", str(path), "--out", str(out_dir / "ours_sub")]
     theirs_cmd = [py, str(HERE), "--flowkit-job", str(path), str(out_dir / "flowkit_sub"), str(params_file)]
     print("  subprocess jobs ...", flush=True)
-    ours_sub, theirs_sub = best_command(ours_cmd, repeats), best_command(theirs_cmd, repeats)
+    ours_sub, theirs_sub, ratios = paired_commands(ours_cmd, theirs_cmd, repeats)
     row("per-sample job, subprocess", ours_sub["wall_s"], theirs_sub["wall_s"],
-        "`python -m treganalysis gate` vs the FlowKit job script")
+        f"`python -m treganalysis gate` vs the FlowKit job script; {_paired(ratios)}")
     one = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    ours_one, theirs_one = best_command(ours_cmd, repeats, env=one), best_command(theirs_cmd, repeats, env=one)
+    ours_one, theirs_one, ratios_one = paired_commands(ours_cmd, theirs_cmd, repeats, env=one)
     row("per-sample job, subprocess, BLAS 1 thread", ours_one["wall_s"], theirs_one["wall_s"],
-        "as the workflow's gate rule runs it (`OPENBLAS_NUM_THREADS=1` ...)")
+        f"as the workflow's gate rule runs it (`OPENBLAS_NUM_THREADS=1` ...); {_paired(ratios_one)}")
 
     for r in rows:
         r.pop("fn", None)
@@ -426,6 +447,11 @@ def measure_size(n: int, repeats: int, folder: Path) -> dict[str, Any]:
     return {"n": n, "channels": sample.n_channels, "file_mb": path.stat().st_size / 1e6, "rows": rows,
             "per_gate": per_gate, "ours_job": ours_sub, "flowkit_job": theirs_sub, "agreement": agreement,
             "qc_removed": int(n - qc.keep.sum()), "paths": {"file": path, "params": params_file}}
+
+
+def _paired(ratios: list[float]) -> str:
+    """The ratios of the runs that took turns, for the notes column."""
+    return "ratio of each turn " + ", ".join(f"{r:.1f}x" for r in ratios) + f" (median {statistics.median(ratios):.1f}x)"
 
 
 _TINY = 2_000  # events of the file whose job gives the fixed part of a job's memory
