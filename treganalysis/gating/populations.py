@@ -9,6 +9,7 @@ Notes).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -113,10 +114,22 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
     # below about 65,536 x signatures events, a histogram over every code would outweigh the
     # events: slots are then the codes present in the column, numbered densely
     dense = n_signatures * _N_CODES > signature.size
-    # each signature's histogram is a row of the 65,536 codes: the bincount index is offset + code
-    # (the offsets replace the signatures in place: one event-sized array fewer)
-    offset = None if dense else np.multiply(signature, _N_CODES, out=signature)
-    key = np.empty_like(signature)  # reused for every column
+    # each signature's histogram is a row of the 65,536 codes: the bincount index is
+    # signature << 16 | code. On a little-endian machine the key is built in its 16-bit lanes:
+    # the signature written once into the second, each column's codes (the high half of each
+    # float32) copied into the first, with no shift, add or temporary per column
+    n = signature.size
+    lanes = None
+    if dense:
+        key = np.empty_like(signature)
+    elif sys.byteorder == "little":
+        key = np.zeros(n, dtype=np.intp)  # reused for every column
+        lanes = key.view(np.uint16).reshape(n, -1)
+        lanes[:, 1] = signature
+        del signature
+    else:
+        offset = np.multiply(signature, _N_CODES, out=signature)
+        key = np.empty_like(signature)
     out: dict[str, list[float]] = {name: [] for name in names}
     for column in columns:
         column = np.asarray(column)
@@ -124,17 +137,20 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
             for name in names:
                 out[name].append(_median(column[np.flatnonzero(masks[name])]))
             continue
-        code = column.view(np.uint32) >> np.uint32(16)
         if dense:
+            code = column.view(np.uint32) >> np.uint32(16)
             slot_code = np.flatnonzero(np.bincount(code, minlength=_N_CODES))
             lookup = np.zeros(_N_CODES, dtype=np.intp)
             lookup[slot_code] = np.arange(slot_code.size)
             width = slot_code.size
             np.add(signature * width, lookup[code], out=key)
+            del code
         else:
             slot_code, width = None, _N_CODES
-            np.add(offset, code, out=key)
-        del code
+            if lanes is not None:
+                np.copyto(lanes[:, 0], column.view(np.uint16)[1::2])
+            else:
+                np.add(offset, column.view(np.uint32) >> np.uint32(16), out=key)
         histogram = np.bincount(key, minlength=n_signatures * width).reshape(n_signatures, width)
         # the slots present, in the order of their values; a population's histogram over them
         slots = np.flatnonzero(histogram.any(axis=0))
