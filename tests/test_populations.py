@@ -26,7 +26,7 @@ def _nested_masks(rng, n):
     return {"root": root, "a": a, "b": b, "c": c, "d": d, "tiny": tiny, "empty": np.zeros(n, dtype=bool)}
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 50, 1001, 200_000])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 50, 1001, 200_000])
 def test_medians_equal_numpy_median_exactly(n):
     rng = np.random.default_rng(n)
     columns = [

@@ -124,7 +124,7 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
         key = np.empty_like(signature)
     elif sys.byteorder == "little":
         key = np.zeros(n, dtype=np.intp)  # reused for every column
-        lanes = key.view(np.uint16).reshape(n, -1)
+        lanes = key.view(np.uint16).reshape(-1, key.itemsize // 2)
         lanes[:, 1] = signature
         del signature
     else:
