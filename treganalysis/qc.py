@@ -399,7 +399,9 @@ def time_qc(time: np.ndarray, signals: Mapping[str, np.ndarray], keep: np.ndarra
     a density peak of its own; a million values add time, not peaks. With fewer values than
     that, nothing is subsampled. Channels are transformed one at a time (only the followed
     values), and sums per bin and population come from one ``np.bincount`` each.
-    ``signal_events`` in the record says how many events the signals were followed on.
+    ``signal_events`` in the record says how many events the signals were followed on. When the
+    clock only runs forward (every acquisition), each bin is a run of consecutive events whose
+    first event is found by bisection, with no bin number per event; the bins are the same.
 
     The subsample is a trade: above ``bins x bin_events`` kept events a drift is found as on a
     file of that size, not better. At 1M events every event halves the noise of a per-bin mean
