@@ -326,7 +326,7 @@ def _bin_starts(time: np.ndarray, lo: float, hi: float, n_bins: int) -> np.ndarr
         right = np.where(open_ & ~below, middle, right)
 
 
-def _bins_of_sorted(events: np.ndarray | slice, starts: np.ndarray, n: int) -> np.ndarray:
+def _bins_of_sorted(events: np.ndarray | slice, starts: np.ndarray) -> np.ndarray:
     """The bins of ascending event indices (or of every event, for a slice) from the bins'
     first events."""
     per_bin = np.diff(starts) if isinstance(events, slice) else np.diff(np.searchsorted(events, starts))
@@ -409,18 +409,15 @@ def time_qc(time: np.ndarray, signals: Mapping[str, np.ndarray], keep: np.ndarra
     """
     n = int(np.size(time))
     time = np.asarray(time).ravel()
+    keep = np.ones(n, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
     # an acquisition's clock only goes forward: then every bin is a run of consecutive events,
     # found by bisection, with no per-event bin numbers (two event-sized arrays fewer)
-    ordered = n > 1 and bool(np.all(time[1:] >= time[:-1]))  # False with a NaN
-    t = None if ordered else np.array(time, dtype=np.float64)  # a copy: the bins are computed in place
-    keep = np.ones(n, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    ordered = (n > 1 and bool(np.all(time[1:] >= time[:-1]))  # False with a NaN
+               and bool(np.isfinite(time[0]) and np.isfinite(time[-1])))
     if ordered:
-        all_finite = bool(np.isfinite(time[0]) and np.isfinite(time[-1]))
-        lo, hi = float(time[0]), float(time[-1])
-        ordered = all_finite
-        if not ordered:
-            t = np.array(time, dtype=np.float64)
-    if not ordered:
+        lo, hi, all_finite = float(time[0]), float(time[-1]), True
+    else:
+        t = np.array(time, dtype=np.float64)  # a copy: the bins are computed in place
         finite = np.isfinite(t)
         all_finite = bool(finite.all())
         if all_finite:
@@ -448,7 +445,7 @@ def time_qc(time: np.ndarray, signals: Mapping[str, np.ndarray], keep: np.ndarra
     reasons = {i: "event rate" for i in np.flatnonzero(bad)}
     # on average bin_events per bin: a mean per bin is as precise as bin_events promises
     followed = _kept_subsample(keep, n_bins * max(int(bin_events), 1) if subsample else None)
-    bins_followed = b[followed] if b is not None else _bins_of_sorted(followed, starts, n)
+    bins_followed = b[followed] if b is not None else _bins_of_sorted(followed, starts)
     record["signal_events"] = int(bins_followed.size)
     for channel, values in signals.items():
         x = np.asarray(values)[followed]  # one channel at a time: only these values are copied
