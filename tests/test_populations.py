@@ -42,17 +42,21 @@ def test_medians_equal_numpy_median_exactly(n):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
+@pytest.mark.parametrize("layout", ["columns", "rows"])
 @pytest.mark.parametrize("byteorder", ["little", "big"])
-def test_large_sample_with_few_populations_uses_every_code_and_stays_exact(byteorder, monkeypatch):
+def test_large_sample_with_few_populations_uses_every_code_and_stays_exact(byteorder, layout, monkeypatch):
     """Above 65,536 x (sets of populations) events the histogram spans all 16-bit codes
     instead of the codes present: the other path, the same medians. Its keys are built in
-    16-bit lanes on a little-endian machine and by shift and add otherwise: both are checked."""
+    16-bit lanes on a little-endian machine and by shift and add otherwise, from contiguous
+    channels (a column-major matrix's) or strided ones (a row-major matrix's): all checked."""
     import treganalysis.gating.populations as populations
 
     monkeypatch.setattr(populations, "sys", SimpleNamespace(byteorder=byteorder))
     rng = np.random.default_rng(7)
     n = 300_000
-    columns = [(rng.lognormal(4, 1.5, n) - 60).astype(np.float32), rng.normal(0, 50, n).astype(np.float32)]
+    events = np.column_stack([(rng.lognormal(4, 1.5, n) - 60), rng.normal(0, 50, n)]).astype(np.float32)
+    events = np.asfortranarray(events) if layout == "columns" else np.ascontiguousarray(events)
+    columns = [events[:, 0], events[:, 1]]
     outer = rng.random(n) < 0.9
     masks = {"outer": outer, "inner": outer & (rng.random(n) < 0.3)}  # 3 sets: 196,608 < n
     assert population_medians(columns, masks) == _expected(columns, masks)

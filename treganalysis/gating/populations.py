@@ -147,8 +147,10 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
             del code
         else:
             slot_code, width = None, _N_CODES
-            if lanes is not None:
+            if lanes is not None and column.flags.c_contiguous:
                 np.copyto(lanes[:, 0], column.view(np.uint16)[1::2])
+            elif lanes is not None:  # a strided column (a row-major matrix's): shifted into the lane
+                np.right_shift(column.view(np.uint32), np.uint32(16), out=lanes[:, 0], casting="unsafe")
             else:
                 np.add(offset, column.view(np.uint32) >> np.uint32(16), out=key)
         histogram = np.bincount(key, minlength=n_signatures * width).reshape(n_signatures, width)
