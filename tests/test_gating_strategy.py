@@ -234,6 +234,35 @@ def test_gating_a_column_major_sample_in_place_gives_the_same_result(gated):
     assert json.dumps(in_place.gates, sort_keys=True, default=str) == json.dumps(result.gates, sort_keys=True, default=str)
 
 
+def test_non_finite_scatter_events_are_gated_out_without_warnings(gated):
+    """The singlet ratio and the lymphocyte ellipse are computed on every event and ANDed with
+    the parent: events QC removed for infinite or NaN scatter are in no population, and their
+    inf / inf raises no numpy warning."""
+    import warnings
+
+    path, result, *_ = gated
+    sample = read_fcs(path)
+    events = sample.events.copy()
+    fsc_a, fsc_h, ssc_a = (sample.index(c) for c in ("FSC-A", "FSC-H", "SSC-A"))
+    events[:10, fsc_a] = events[:10, fsc_h] = np.inf
+    events[10:20, ssc_a] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        damaged = gate_sample(sample.with_events(events))
+    for name in POPULATIONS:
+        assert not damaged.masks[name][:20].any(), name
+    assert {row["population"]: row["status"] for row in damaged.rows}["lymphocytes"] == "ok"
+
+
+def test_column_pair_is_the_two_columns_in_order():
+    from treganalysis.gating.strategy import _column_pair
+
+    events = np.arange(20.0).reshape(5, 4)
+    for i, j in [(0, 2), (2, 0), (1, 3), (3, 1), (2, 2)]:
+        np.testing.assert_array_equal(_column_pair(events, i, j), events[:, [i, j]])
+    assert np.shares_memory(_column_pair(events, 0, 2), events)
+
+
 def test_every_population_is_gated_with_a_full_length_bool_mask(gated):
     path, result, events, *_ = gated
     assert list(result.masks) == POPULATIONS

@@ -655,7 +655,8 @@ class _Engine:
         except PanelError:
             raise _LeftOut("FSC-A and FSC-H are needed") from None
         every = np.maximum(area, 1.0)
-        np.divide(height, every, out=every)
+        with np.errstate(invalid="ignore"):  # inf / inf of an event QC removed (not in the parent)
+            np.divide(height, every, out=every)
         ratio = every[idx]  # the parent's events choose the cut
         if name in self.fitted:
             fit = self.fitted[name]
@@ -727,7 +728,10 @@ class _Engine:
 
 
 def _column_pair(events: np.ndarray, i: int, j: int) -> np.ndarray:
-    """Columns ``i`` and ``j`` of ``events`` as an (n, 2) view, not a copy."""
+    """Columns ``i`` and ``j`` of ``events`` as an (n, 2) view, not a copy (a copy for ``i == j``,
+    which a slice cannot step)."""
+    if i == j:
+        return events[:, [i, j]]
     low, high = min(i, j), max(i, j)
     pair = events[:, low : high + 1 : high - low]
     return pair if i < j else pair[:, ::-1]
