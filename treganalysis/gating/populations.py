@@ -167,7 +167,8 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
                              for j, r in zip(at, ((k - 1) // 2, k // 2))]
         targets = np.zeros(width, dtype=bool)
         targets[[slot for triples in wanted.values() for slot, _, _ in triples]] = True
-        near = np.flatnonzero(np.tile(targets, n_signatures)[key])  # events whose slot holds a middle rank
+        # events whose slot holds a middle rank (np.take: a third faster than an index here)
+        near = np.flatnonzero(np.tile(targets, n_signatures).take(key))
         near_signature, near_slot = np.divmod(key[near], width)
         near_values = column[near]
         for i, name in enumerate(names):
@@ -209,7 +210,7 @@ def _signatures(masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
     lookup = np.zeros(1 << len(masks), dtype=np.intp)
     lookup[present] = np.arange(present.size)
     membership = ((present[None, :] >> np.arange(len(masks))[:, None]) & 1).astype(bool)
-    return lookup[code], membership, events[present]
+    return lookup.take(code), membership, events[present]
 
 
 _FIRST_COLUMNS = ["population", "parent", "status", "count", "parent_count", "pct_parent", "pct_parent_low",

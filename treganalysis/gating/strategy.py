@@ -623,7 +623,7 @@ class _Engine:
             mask = self.masks.get(on)
             if mask is None or np.count_nonzero(mask) < MIN_EVENTS or self.status.get(on) == "na":
                 raise _NotAvailable(f"too few events in {on} to choose the {t} threshold")
-            values = self.data[self.channel(t)][self.events_of(on)]
+            values = self.data[self.channel(t)].take(self.events_of(on))
             method = spec.get("method", "valley")
             side = spec.get("side", "upper")
             if method == "valley":
@@ -657,7 +657,7 @@ class _Engine:
         every = np.maximum(area, 1.0)
         with np.errstate(invalid="ignore"):  # inf / inf of an event QC removed (not in the parent)
             np.divide(height, every, out=every)
-        ratio = every[idx]  # the parent's events choose the cut
+        ratio = every.take(idx)  # the parent's events choose the cut
         if name in self.fitted:
             fit = self.fitted[name]
         else:
