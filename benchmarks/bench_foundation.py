@@ -44,12 +44,13 @@ import statistics
 import sys
 import tempfile
 import time
-import tracemalloc
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable
+
+from _measure import peak_mb, timed  # benchmarks/, the script's folder
 
 import numpy as np
 
@@ -188,30 +189,6 @@ class Operation:
     note: str = ""
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    gc.collect()
-    gc.disable()  # as timeit does: a collection inside one run would be noise
-    try:
-        start = time.perf_counter()
-        out = fn()
-        return time.perf_counter() - start, out
-    finally:
-        gc.enable()
-
-
-def _peak_mb(fn: Callable[[], Any]) -> float:
-    """Peak MB traced by tracemalloc during one call (the result included)."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        out = fn()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    del out
-    return peak / 1e6
-
-
 def _agreement(ours: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
     ours = np.asarray(ours, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
@@ -236,7 +213,7 @@ def measure(op: Operation, repeats: int, memory: bool) -> dict[str, Any]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                entry["warmup_s"], outputs[impl.label] = _timed(impl.fn)
+                entry["warmup_s"], outputs[impl.label] = timed(impl.fn)
                 live.append(impl)
             except Exception as exc:  # a reference that cannot do it is reported, not fatal
                 entry["error"] = f"{type(exc).__name__}: {exc}"
@@ -255,7 +232,7 @@ def measure(op: Operation, repeats: int, memory: bool) -> dict[str, Any]:
         warnings.simplefilter("ignore")
         for _ in range(repeats):  # round robin: each repeat runs every library once
             for impl in live:
-                seconds, out = _timed(impl.fn)
+                seconds, out = timed(impl.fn)
                 del out
                 record["implementations"][impl.label]["times_s"].append(seconds)
         for impl in live:
@@ -263,7 +240,7 @@ def measure(op: Operation, repeats: int, memory: bool) -> dict[str, Any]:
             entry["best_s"] = min(entry["times_s"])
             entry["median_s"] = statistics.median(entry["times_s"])
             if memory:
-                entry["peak_mb"] = _peak_mb(impl.fn)
+                entry["peak_mb"] = peak_mb(impl.fn)
     for comp in record["comparisons"]:
         ours = record["implementations"][comp["ours"]]
         ref = record["implementations"][comp["reference"]]

@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import gc
 import io
 import json
 import os
@@ -62,6 +61,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from _measure import peak_mb, timed  # benchmarks/, the script's folder
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
@@ -151,42 +152,15 @@ def flowkit_job(path: str, out: str, params: dict[str, Any]) -> None:
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    gc.collect()
-    gc.disable()  # as timeit does
-    try:
-        start = time.perf_counter()
-        out = fn()
-        return time.perf_counter() - start, out
-    finally:
-        gc.enable()
-
-
-def peak_mb(fn: Callable[[], Any]) -> float:
-    """MB allocated at the peak of one call, its result included (``tracemalloc``; numpy reports
-    its buffers to it)."""
-    import tracemalloc
-
-    gc.collect()
-    tracemalloc.start()
-    try:
-        out = fn()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    del out
-    return peak / 1e6
-
-
 def compare(repeats: int, ours: Callable[[], Any] | None, theirs: Callable[[], Any] | None) -> tuple[float | None, float | None]:
     """Best of ``repeats`` after one warm-up each; ours and theirs take turns within a repeat."""
     fns = [f for f in (ours, theirs) if f is not None]
     for f in fns:
-        _timed(f)
+        timed(f)
     best = {id(f): float("inf") for f in fns}
     for _ in range(repeats):
         for f in fns:
-            best[id(f)] = min(best[id(f)], _timed(f)[0])
+            best[id(f)] = min(best[id(f)], timed(f)[0])
     return (best[id(ours)] if ours else None), (best[id(theirs)] if theirs else None)
 
 
