@@ -254,6 +254,20 @@ def test_non_finite_scatter_events_are_gated_out_without_warnings(gated):
     assert {row["population"]: row["status"] for row in damaged.rows}["lymphocytes"] == "ok"
 
 
+@pytest.mark.parametrize("share", [0.0, 2.0])
+def test_scatter_gates_on_whole_channels_or_on_the_parent_give_the_same_result(gated, share, monkeypatch):
+    """Singlet and lymphocyte gates are evaluated along whole channels when their parent holds
+    most events, else on the parent's gathered events: the same memberships either way."""
+    import treganalysis.gating.strategy as strategy
+
+    path, result, *_ = gated
+    monkeypatch.setattr(strategy, "_WHOLE_COLUMNS", share)  # 0: always whole channels; 2: never
+    forced = gate_sample(read_fcs(path))
+    for name in result.masks:
+        np.testing.assert_array_equal(forced.masks[name], result.masks[name], err_msg=name)
+    assert forced.rows == result.rows
+
+
 def test_column_pair_is_the_two_columns_in_order():
     from treganalysis.gating.strategy import _column_pair
 

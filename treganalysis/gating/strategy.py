@@ -42,6 +42,9 @@ __all__ = ["GatingError", "GatingResult", "PooledGates", "fit_pooled", "gate_gro
 
 MIN_EVENTS = 20  # a gate left with fewer events gives NA (flowDensity's count.lim)
 MIN_TREG_EVENTS = 200  # fewer Treg events: the frequency is imprecise (CV above ~7%)
+# a scatter gate whose parent holds at least this share of the events is evaluated along whole
+# channels and ANDed with the parent (no gather); below it, on the parent's gathered events
+_WHOLE_COLUMNS = 0.5
 # Logicle W is estimated from every k-th event beyond this many: the 5% quantile of the
 # negatives it uses is then known to well under 1% of its value.
 W_EVENTS = 1 << 18
@@ -567,13 +570,19 @@ class _Engine:
                 record["of"] = gate["of"]
             else:
                 idx = self.events_of(parent)
-                # fitted on the parent's events, evaluated on every event (as a rule gate's
-                # cuts) and ANDed with the parent: no gather of the parent's events for it
+                # fitted on the parent's events; evaluated, when the parent holds most events,
+                # on every event (as a rule gate's cuts) and ANDed with the parent, which
+                # gathers nothing; otherwise on the parent's gathered events
+                whole = idx.size >= _WHOLE_COLUMNS * self.sample.n_events
                 if method == "singlet_ratio":
-                    inside, details = self.singlets(idx, float(gate.get("k", 4.0)), name)
+                    inside, details = self.singlets(idx, float(gate.get("k", 4.0)), name, whole)
                 else:
-                    inside, details = self.lymphocytes(idx, gate)
-                mask = np.logical_and(inside, parent_mask, out=inside)
+                    inside, details = self.lymphocytes(idx, gate, whole)
+                if whole:
+                    mask = np.logical_and(inside, parent_mask, out=inside)
+                else:
+                    mask = np.zeros(self.sample.n_events, dtype=bool)
+                    mask[idx[inside]] = True
                 record.update(details)
         except _NotAvailable as why:
             self.masks[name] = np.zeros(self.sample.n_events, dtype=bool)
@@ -648,16 +657,23 @@ class _Engine:
         return {"value": threshold.value, "value_raw": raw, "method_used": threshold.method,
                 "fallback": threshold.fallback, "confidence": threshold.confidence, "details": threshold.details}
 
-    def singlets(self, idx: np.ndarray, k: float, name: str = "singlets") -> tuple[np.ndarray, dict]:
-        """FSC-H / FSC-A of singlets is constant; doublets have a low ratio (FSC-A about twice)."""
+    def singlets(self, idx: np.ndarray, k: float, name: str = "singlets",
+                 whole: bool = False) -> tuple[np.ndarray, dict]:
+        """FSC-H / FSC-A of singlets is constant; doublets have a low ratio (FSC-A about twice).
+
+        Returns which events pass: of every event when ``whole``, else of the parent's (``idx``).
+        """
         try:
             area, height = self.sample.column("FSC-A"), self.sample.column("FSC-H")
         except PanelError:
             raise _LeftOut("FSC-A and FSC-H are needed") from None
-        every = np.maximum(area, 1.0)
-        with np.errstate(invalid="ignore"):  # inf / inf of an event QC removed (not in the parent)
-            np.divide(height, every, out=every)
-        ratio = every.take(idx)  # the parent's events choose the cut
+        if whole:
+            judged = np.maximum(area, 1.0)
+            with np.errstate(invalid="ignore"):  # inf / inf of an event QC removed (not in the parent)
+                np.divide(height, judged, out=judged)
+            ratio = judged.take(idx)  # the parent's events choose the cut
+        else:
+            judged = ratio = height.take(idx) / np.maximum(area.take(idx), 1.0)
         if name in self.fitted:
             fit = self.fitted[name]
         else:
@@ -671,17 +687,18 @@ class _Engine:
                       if density is not None else 0.0)
         cut = {"threshold": "fsc_h_over_a", "side": "above", "value": fit["cut"], "value_raw": fit["cut"],
                "method_used": "median - k MAD", "fallback": None, "confidence": confidence, "k": k}
-        return every >= fit["cut"], {"channels": ["FSC-A", "FSC-H"], "ratio_median": fit["ratio_median"],
+        return judged >= fit["cut"], {"channels": ["FSC-A", "FSC-H"], "ratio_median": fit["ratio_median"],
                                      "ratio_mad": fit["ratio_mad"], "pooled": name in self.fitted, "cuts": [cut],
                                      "fallback": None, "confidence": confidence}
 
-    def lymphocytes(self, idx: np.ndarray, gate: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
+    def lymphocytes(self, idx: np.ndarray, gate: Mapping[str, Any], whole: bool = False) -> tuple[np.ndarray, dict]:
         """The Gaussian-mixture component nearest the lymphocyte target, to its density quantile.
 
         The mixture is fitted by :func:`treganalysis.gating.mixture.fit_gaussian_mixture` (EM
         from k-means++ starts, scikit-learn's algorithm) on a subsample, best of ``starts``
         starts: a single start ends in a worse optimum that splits the lymphocytes for about a
-        quarter of samples.
+        quarter of samples. Returns which events are inside: of every event when ``whole``,
+        else of the parent's (``idx``).
         """
         try:
             fsc, ssc = self.sample.index("FSC-A"), self.sample.index("SSC-A")
@@ -716,8 +733,9 @@ class _Engine:
         self.learned[name] = fit
         try:
             # in the file's units: the same ellipse, without scaling every event
-            inside = ellipse(_column_pair(events, fsc, ssc), fit["mean"] * top, fit["covariance"] * np.outer(top, top),
-                             fit["distance_square"])
+            points = (_column_pair(events, fsc, ssc) if whole
+                      else np.column_stack((events[:, fsc].take(idx), events[:, ssc].take(idx))))
+            inside = ellipse(points, fit["mean"] * top, fit["covariance"] * np.outer(top, top), fit["distance_square"])
         except ValueError as exc:  # a degenerate fit (e.g. garbage events): this gate cannot be drawn
             raise _NotAvailable(f"the lymphocyte mixture is degenerate ({exc})") from None
         return inside, {
