@@ -191,10 +191,13 @@ def best_command(cmd: list[str], repeats: int, cwd: Path | None = None,
                  env: dict[str, str] | None = None) -> dict[str, Any]:
     """Best wall time of ``repeats`` runs after a warm-up; the largest peak RSS seen."""
     run_command(cmd, cwd, env=env)  # warm-up: files and interpreter in the OS cache
-    runs = [run_command(cmd, cwd, env=env) for _ in range(repeats)]
+    return _summary([run_command(cmd, cwd, env=env) for _ in range(repeats)])
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best wall time, largest peak RSS and the last run of a command's repeats."""
     rss = [r["max_rss_mb"] for r in runs if r["max_rss_mb"] is not None]
-    return {"wall_s": min(r["wall_s"] for r in runs), "max_rss_mb": max(rss) if rss else None,
-            "last": runs[-1]}
+    return {"wall_s": min(r["wall_s"] for r in runs), "max_rss_mb": max(rss) if rss else None, "last": runs[-1]}
 
 
 def paired_commands(ours: list[str], theirs: list[str], repeats: int,
@@ -208,13 +211,8 @@ def paired_commands(ours: list[str], theirs: list[str], repeats: int,
     for _ in range(repeats):
         for i, cmd in enumerate((ours, theirs)):
             runs[i].append(run_command(cmd, env=env))
-    summaries = []
-    for i in (0, 1):
-        rss = [r["max_rss_mb"] for r in runs[i] if r["max_rss_mb"] is not None]
-        summaries.append({"wall_s": min(r["wall_s"] for r in runs[i]), "max_rss_mb": max(rss) if rss else None,
-                          "last": runs[i][-1]})
     ratios = [b["wall_s"] / a["wall_s"] for a, b in zip(runs[0], runs[1])]
-    return summaries[0], summaries[1], ratios
+    return _summary(runs[0]), _summary(runs[1]), ratios
 
 
 def parse_importtime(stderr: str) -> list[tuple[str, int, int, int]]:
