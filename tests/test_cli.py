@@ -103,6 +103,25 @@ def test_no_command_prints_help_and_fails(capsys):
     assert "inspect" in out
 
 
+def test_process_entry_exits_with_the_status_and_freezes_what_is_left(capsys, monkeypatch):
+    """`treganalysis` and `python -m treganalysis` exit with main's status, after freezing the
+    remaining objects out of the interpreter's final collections (docs/performance.md)."""
+    import gc
+
+    from treganalysis import cli
+
+    monkeypatch.setattr(sys, "argv", ["treganalysis"])
+    frozen = gc.get_freeze_count()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.run()
+        assert exit_.value.code == 2
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
+    assert "inspect" in capsys.readouterr().out
+
+
 # -- inspect: good files ----------------------------------------------------------------------------
 
 

@@ -1,7 +1,5 @@
 """``python -m treganalysis``: the same as the ``treganalysis`` command."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

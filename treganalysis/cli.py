@@ -27,7 +27,7 @@ from .gating.strategy import PooledGates, fit_pooled, gate_sample
 from .sample import Sample
 from .views import gate_views, save_views
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,6 +47,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `treganalysis inspect ... | head`
         sys.stderr.close()
         return 141
+
+
+def run() -> None:
+    """The command line as a process (``treganalysis``, ``python -m treganalysis``): :func:`main`,
+    then exit with its status.
+
+    Notes
+    -----
+    The objects left at exit are frozen out of the cyclic garbage collector first: the
+    interpreter's last collections would otherwise walk every imported module's objects, 0.1-0.5 s
+    for a process that imported pandas, scipy or plotly (measured in docs/performance.md), and
+    nothing a command made is left to collect (its outputs are written and closed).
+    """
+    status = main()
+    gc.freeze()
+    sys.exit(status)
 
 
 class _Presets:
@@ -230,12 +246,20 @@ def _section(args: argparse.Namespace, name: str) -> dict:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    import pandas as pd
+    # statsmodels only here, never in gating jobs; its imports (with pandas and scipy's: most of the
+    # job's objects) make no garbage, so the collector is off while they run
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        import pandas as pd
 
-    from .stats import run_stats  # statsmodels only here, never in gating jobs
-
+        from .stats import run_stats
+    finally:
+        if collecting:
+            gc.enable()
     # statsmodels' multipletests runs gc.collect() on every call; with the imported modules' objects
-    # frozen out of the collector, each call sees only what the statistics made (the job: 6 s -> 4 s)
+    # frozen out of the collector, each call sees only what the statistics made (the job: 6 s -> 4 s;
+    # 2.5 s since statsmodels is imported with treganalysis.stats, before the freeze)
     gc.freeze()
     if args.results is not None:
         if args.sheet is None:

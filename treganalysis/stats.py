@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import statsmodels.formula.api as smf
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
 
 from .errors import TregAnalysisError
 
@@ -298,8 +300,6 @@ def _outcome(frame: pd.DataFrame) -> pd.Series:
 
 
 def _mixed_model(frame: pd.DataFrame, arms: bool = False) -> tuple[Any, str]:
-    import statsmodels.formula.api as smf
-
     data = frame.assign(y=_outcome(frame), visit=np.where(frame["is_baseline"], "baseline",
                                                            frame["timepoint"].astype(str)))
     data = data[np.isfinite(data["y"])]
@@ -341,8 +341,6 @@ def cohort_tests(long: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
         interaction). ``p_holm``: Holm across the visits of a read-out and test;
         ``p_adjusted``: then Benjamini-Hochberg across read-outs, per visit and test.
     """
-    from statsmodels.stats.multitest import multipletests
-
     rows: list[dict[str, Any]] = []
     z = sps.norm.ppf(0.5 + confidence / 2.0)
     follow = long[~long["is_baseline"]]
