@@ -25,6 +25,11 @@ onsuccess:
         print(f"treganalysis: {len(failed)} sample(s) could not be gated (see results/cohort/populations.tsv):")
         for sample, reason in failed:
             print(f"  {sample}: {reason}")
+    release_exit()
+
+
+onerror:
+    release_exit()
 
 
 rule all:
