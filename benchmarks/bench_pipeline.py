@@ -26,9 +26,10 @@ In one run and on the SAME simulated file per size (``treganalysis.simulate``), 
 * per-job start-up: ``python -m treganalysis --version``, ``-X importtime`` of a gate job (the
   package's import time, the largest imports, and whether pandas, scipy, scikit-learn, plotly or
   statsmodels are imported);
-* with ``--cohort``: the workflow's demo (24 samples of 100,000 events, the default
-  ``config/config.yaml``) with ``snakemake --cores 1`` and ``--cores 2`` in fresh temporary
-  folders: wall time, speed-up, and the serial parts from Snakemake's log.
+* with ``--cohort [PAIRS]``: the workflow's demo (24 samples of 100,000 events, the default
+  ``config/config.yaml``) with ``snakemake --cores 1`` and then ``--cores 2`` in fresh temporary
+  folders, PAIRS times: wall times, each pair's speed-up and their median, and the serial parts
+  from Snakemake's log.
 
 FlowKit is handed the gates we chose and only applies them (it chooses nothing, runs no QC and
 draws no views), and evaluates 7 gates where we evaluate 11, so its ratios understate the
@@ -39,7 +40,7 @@ Usage::
 
     python benchmarks/bench_pipeline.py                              # 100,000 and 1,000,000 events
     python benchmarks/bench_pipeline.py --events 200000 --repeats 5
-    python benchmarks/bench_pipeline.py --cohort --out docs/perf_table.md   # + the 24-sample demo
+    python benchmarks/bench_pipeline.py --cohort 3 --out perf.md     # + 3 pairs of the 24-sample demo
 """
 
 from __future__ import annotations
@@ -521,20 +522,26 @@ def snakemake_phases(log: str) -> dict[str, Any]:
             "gate_phase_s": (max(e for _, e in gates) - min(s for s, _ in gates)).total_seconds() if gates else None}
 
 
-def measure_cohort(cores_list: list[int]) -> dict[int, dict[str, Any]]:
-    results = {}
-    for cores in cores_list:
-        print(f"\n== cohort demo, --cores {cores} ==", flush=True)
-        with tempfile.TemporaryDirectory(prefix=f"cohort{cores}_") as work:
-            cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", work,
-                   "--configfile", str(REPO / "config" / "config.yaml"), "--cores", str(cores)]
-            run = run_command(cmd, memory=False)
-            phases = snakemake_phases(run["stderr"] + "\n" + run["stdout"])
-            samples = len(list(Path(work, "results", "samples").iterdir()))
-        results[cores] = {"wall_s": run["wall_s"], "samples": samples, **phases}
-        print(f"  {samples} samples, wall {run['wall_s']:.1f} s; jobs: " +
-              ", ".join(f"{r} {v['jobs']} x (sum {v['sum_s']:.0f} s)" for r, v in phases["rules"].items()), flush=True)
-    return results
+def measure_cohort(pairs: int) -> list[dict[int, dict[str, Any]]]:
+    """``pairs`` demo runs with ``--cores 1`` then ``--cores 2``, each in a fresh folder: the pairs'
+    speed-ups, not one pair's, since this machine's speed drifts between runs."""
+    runs = []
+    for pair in range(1, pairs + 1):
+        results = {}
+        for cores in (1, 2):
+            print(f"\n== cohort demo, pair {pair} of {pairs}, --cores {cores} ==", flush=True)
+            with tempfile.TemporaryDirectory(prefix=f"cohort{cores}_") as work:
+                cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", work,
+                       "--configfile", str(REPO / "config" / "config.yaml"), "--cores", str(cores)]
+                run = run_command(cmd, memory=False)
+                phases = snakemake_phases(run["stderr"] + "\n" + run["stdout"])
+                samples = len(list(Path(work, "results", "samples").iterdir()))
+            results[cores] = {"wall_s": run["wall_s"], "samples": samples, **phases}
+            print(f"  {samples} samples, wall {run['wall_s']:.1f} s; jobs: " +
+                  ", ".join(f"{r} {v['jobs']} x (sum {v['sum_s']:.0f} s)" for r, v in phases["rules"].items()),
+                  flush=True)
+        runs.append(results)
+    return runs
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -602,13 +609,13 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
     return f"**{theirs / ours:.1f}x**" if ours and theirs else "–"
 
 
-def render(sizes: list[dict], startup: dict | None, cohort: dict | None, info: dict, args: argparse.Namespace,
+def render(sizes: list[dict], startup: dict | None, cohort: list[dict] | None, info: dict, args: argparse.Namespace,
            elapsed: float) -> str:
     lines: list[str] = []
     add = lines.append
     ev = ",".join(str(s["n"]) for s in sizes)
     add(f"Measured {info['date']} with `python benchmarks/bench_pipeline.py --events {ev} --repeats {args.repeats}"
-        f"{' --cohort' if cohort else ''}{f' --threads {args.threads}' if args.threads is not None else ''}` ({elapsed / 60:.1f} min). Times in seconds, best of {args.repeats} "
+        f"{f' --cohort {len(cohort)}' if cohort else ''}{f' --threads {args.threads}' if args.threads is not None else ''}` ({elapsed / 60:.1f} min). Times in seconds, best of {args.repeats} "
         f"after a warm-up; ratio = FlowKit / ours.")
     add("")
     add(f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['platform']}, Python {info['python']}; "
@@ -690,27 +697,38 @@ def render(sizes: list[dict], startup: dict | None, cohort: dict | None, info: d
     if cohort:
         add("")
         add("Cohort: the workflow's demo (simulate 24 samples of 100,000 events, gate each, cohort table, statistics, "
-            "report), `snakemake --cores N` in a fresh temporary folder:")
+            f"report), `snakemake --cores N` in a fresh temporary folder, {len(cohort)} pair(s) of runs (1 core, then "
+            "2):")
         add("")
-        rules = sorted({r for c in cohort.values() for r in c["rules"]})
-        add("| cores | wall s | speed-up | gate phase s | " + " | ".join(f"{r} (jobs, sum s)" for r in rules) + " |")
-        add("|---:|---:|---:|---:|" + "---:|" * len(rules))
-        one = cohort.get(1, {}).get("wall_s")
-        for cores, c in sorted(cohort.items()):
-            speed = f"{one / c['wall_s']:.2f}x" if one else "–"
-            add(f"| {cores} | {c['wall_s']:.1f} | {speed} | {c['gate_phase_s'] or 0:.0f} | "
-                + " | ".join(f"{c['rules'][r]['jobs']}, {c['rules'][r]['sum_s']:.0f}" if r in c["rules"] else "–"
-                             for r in rules) + " |")
-        if 1 in cohort and cohort[1].get("gate_phase_s"):
-            c = cohort[1]
+        rules = sorted({r for pair in cohort for c in pair.values() for r in c["rules"]})
+        add("| pair | cores | wall s | speed-up | gate phase s | " + " | ".join(f"{r} (jobs, sum s)" for r in rules) + " |")
+        add("|---:|---:|---:|---:|---:|" + "---:|" * len(rules))
+        speedups = []
+        for number, pair in enumerate(cohort, 1):
+            one = pair.get(1, {}).get("wall_s")
+            for cores, c in sorted(pair.items()):
+                speed = one / c["wall_s"] if one else None
+                if cores == 2 and speed:
+                    speedups.append(speed)
+                add(f"| {number} | {cores} | {c['wall_s']:.1f} | {f'{speed:.2f}x' if speed else '–'} | "
+                    f"{c['gate_phase_s'] or 0:.0f} | "
+                    + " | ".join(f"{c['rules'][r]['jobs']}, {c['rules'][r]['sum_s']:.0f}" if r in c["rules"] else "–"
+                                 for r in rules) + " |")
+        if speedups:
+            add("")
+            add(f"Speed-up from 1 to 2 cores: {', '.join(f'{x:.2f}x' for x in speedups)}; median "
+                f"**{statistics.median(speedups):.2f}x**.")
+        walls = sorted(pair[1]["wall_s"] for pair in cohort if pair.get(1, {}).get("gate_phase_s"))
+        if walls:
+            c = next(pair[1] for pair in cohort if pair.get(1, {}).get("wall_s") == walls[(len(walls) - 1) // 2])
             serial = c["wall_s"] - c["gate_phase_s"]
             add("")
             others = ", ".join(r for r in rules if r not in ("all", "gate"))
-            add(f"With one core, {serial:.0f} s of the {c['wall_s']:.0f} s are outside the gate phase (Snakemake's "
-                f"start and one job each of {others}). If the gate phase halved perfectly on two cores and nothing "
-                f"else ran at once, the speed-up would be {c['wall_s'] / (serial + c['gate_phase_s'] / 2):.2f}x; "
-                "whatever more two cores give comes from those jobs running beside each other (sample_pages beside "
-                "cohort and stats).")
+            add(f"With one core (the median run), {serial:.0f} s of the {c['wall_s']:.0f} s are outside the gate phase "
+                f"(Snakemake's start and end and one job each of {others}). If the gate phase halved perfectly on two "
+                f"cores and nothing else ran at once, the speed-up would be "
+                f"{c['wall_s'] / (serial + c['gate_phase_s'] / 2):.2f}x; whatever more two cores give comes from those "
+                "jobs running beside each other (the two simulation jobs; sample_pages beside cohort and stats).")
     return "\n".join(lines) + "\n"
 
 
@@ -722,8 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", default="100000,1000000", help="comma-separated sizes (default 100000,1000000)")
     parser.add_argument("--repeats", "-k", type=int, default=3, help="timed repeats after a warm-up (default 3)")
     parser.add_argument("--out", help="write the markdown tables to this file")
-    parser.add_argument("--cohort", action="store_true",
-                        help="also run the workflow's 24-sample demo with --cores 1 and 2 (minutes)")
+    parser.add_argument("--cohort", type=int, nargs="?", const=1, default=0, metavar="PAIRS",
+                        help="also run the workflow's 24-sample demo with --cores 1 and 2, PAIRS times (default 1; "
+                        "about a minute a pair)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="set OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS to N for the whole run "
                         "(in-process stages and every subprocess), as the workflow's gate rule does with N=1; "
@@ -758,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         results = [measure_size(n, args.repeats, folder) for n in sizes]
         startup = measure_startup(results[-1]["paths"]["file"], results[-1]["paths"]["params"], folder, args.repeats)
-    cohort = measure_cohort([1, 2]) if args.cohort else None
+    cohort = measure_cohort(args.cohort) if args.cohort else None
     info["loadavg_end"] = os.getloadavg()
     text = render(results, startup, cohort, info, args, time.perf_counter() - start)
     print("\n" + text)
