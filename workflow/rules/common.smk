@@ -128,6 +128,7 @@ def release_exit():
     of cores (docs/performance.md).
     """
     for thread in threading.enumerate():
-        if isinstance(thread, threading.Timer):
+        # Snakemake's own timers only (a lambda of its scheduler), not a caller's when run in-process
+        if isinstance(thread, threading.Timer) and getattr(thread.function, "__module__", "").startswith("snakemake."):
             thread.cancel()
     gc.freeze()
