@@ -23,7 +23,7 @@ import treganalysis as ta
 from treganalysis.cli import main
 from treganalysis.errors import TregAnalysisError
 from treganalysis.fcs import write_fcs
-from treganalysis.report import PLOTLY_JS, write_report
+from treganalysis.report import PLOTLY_JS, write_report, write_sample_pages
 from treganalysis.simulate import simulate_cohort
 from treganalysis.views import BINS_1D, BINS_2D, bin2d, gate_views, load_views, save_views
 
@@ -384,6 +384,19 @@ def test_missing_results_folder_gets_a_failed_page(built, tmp_path):
     assert ">failed</b>" in row and "no results" in row
 
 
+def test_index_row_of_an_empty_population_table_is_failed(built, tmp_path):
+    """A results folder whose populations.tsv is empty is listed as failed, as a missing one."""
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(built["results"] / "P01_D0", results / "P01_D0")
+    write_sample_pages(results, tmp_path / "pages")  # as the workflow's pages job, before the table is lost
+    (results / "P01_D0" / "populations.tsv").write_text("", encoding="utf-8")
+    write_report(results, tmp_path / "r", pages=tmp_path / "pages")
+    row = _row((tmp_path / "r" / "index.html").read_text(encoding="utf-8"), "P01_D0")
+    assert ">failed</b>" in row and "no results" in row and "empty" in row
+
+
 def test_index_shows_event_counts_as_integers(built):
     total = json.loads((built["results"] / "P01_D0" / "gates.json").read_text())["qc"]["events"]["total"]
     cells = re.findall(r"<td[^>]*>(.*?)</td>", _row(built["index"], "P01_D0"))
@@ -416,8 +429,6 @@ def test_pages_drawn_one_per_call_are_the_report_pages(built, tmp_path):
 
 
 def test_write_report_copies_the_given_pages(built, tmp_path):
-    from treganalysis.report import write_sample_pages
-
     written = write_sample_pages(built["results"], tmp_path / "pages", ["P01_D5"])
     assert written == [tmp_path / "pages" / "samples" / "P01_D5.html"]
     marked = written[0].read_text(encoding="utf-8").replace("</body>", "<!-- drawn by its own job --></body>")

@@ -321,7 +321,10 @@ def _sample_summary(sample_id: str, folder: Path, info: Mapping[str, Any]) -> di
         record = json.loads((folder / "gates.json").read_text(encoding="utf-8"))
         # the csv module, not a DataFrame per sample: two rows are wanted (the index job waits on it)
         with open(folder / "populations.tsv", encoding="utf-8", newline="") as handle:
-            table = {r.get("population"): r for r in csv.DictReader(handle, delimiter="\t")}
+            reader = csv.DictReader(handle, delimiter="\t")
+            if not reader.fieldnames:
+                raise ValueError("populations.tsv is empty")
+            table = {r.get("population"): r for r in reader}
     except (OSError, ValueError, csv.Error) as exc:
         return {**row, "qc_status": "failed", "reason": f"no results ({exc})"}
     if record.get("error"):
