@@ -8,7 +8,6 @@ escaped (:func:`html.escape`) before it is written.
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 from collections.abc import Mapping, Sequence
@@ -319,13 +318,8 @@ def _sample_summary(sample_id: str, folder: Path, info: Mapping[str, Any]) -> di
                                                        if k in info}}
     try:
         record = json.loads((folder / "gates.json").read_text(encoding="utf-8"))
-        # the csv module, not a DataFrame per sample: two rows are wanted (the index job waits on it)
-        with open(folder / "populations.tsv", encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="\t")
-            if not reader.fieldnames:
-                raise ValueError("populations.tsv is empty")
-            table = {r.get("population"): r for r in reader}
-    except (OSError, ValueError, csv.Error) as exc:
+        table = pd.read_csv(folder / "populations.tsv", sep="\t").set_index("population", drop=False)
+    except (OSError, ValueError) as exc:
         return {**row, "qc_status": "failed", "reason": f"no results ({exc})"}
     if record.get("error"):
         return {**row, "qc_status": "failed", "reason": record["error"]}
@@ -333,9 +327,9 @@ def _sample_summary(sample_id: str, folder: Path, info: Mapping[str, Any]) -> di
     row["qc_status"] = qc.get("status", "")
     row["events"] = (qc.get("events") or {}).get("total")
     for name in ("cd4", "treg"):
-        row[f"{name}_events"] = int(table[name]["count"]) if name in table else None
-    pct = table["treg"].get("pct_cd4") if "treg" in table else None
-    row["treg_pct_cd4"] = (float(pct) if pct else float("nan")) if pct is not None else None
+        row[f"{name}_events"] = int(table.loc[name, "count"]) if name in table.index else None
+    treg = table.loc["treg"] if "treg" in table.index else None
+    row["treg_pct_cd4"] = float(treg["pct_cd4"]) if treg is not None and "pct_cd4" in table else None
     row["reason"] = "; ".join(qc.get("reasons", []))
     return row
 
