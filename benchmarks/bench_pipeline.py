@@ -718,13 +718,13 @@ def render(sizes: list[dict], startup: dict | None, cohort: list[dict] | None, i
             add("")
             add(f"Speed-up from 1 to 2 cores: {', '.join(f'{x:.2f}x' for x in speedups)}; median "
                 f"**{statistics.median(speedups):.2f}x**.")
-        walls = sorted(pair[1]["wall_s"] for pair in cohort if pair.get(1, {}).get("gate_phase_s"))
-        if walls:
-            c = next(pair[1] for pair in cohort if pair.get(1, {}).get("wall_s") == walls[(len(walls) - 1) // 2])
+        ones = sorted((pair[1] for pair in cohort if pair.get(1, {}).get("gate_phase_s")), key=lambda c: c["wall_s"])
+        if ones:
+            c = ones[(len(ones) - 1) // 2]
             serial = c["wall_s"] - c["gate_phase_s"]
             add("")
             others = ", ".join(r for r in rules if r not in ("all", "gate"))
-            add(f"With one core (the median run), {serial:.0f} s of the {c['wall_s']:.0f} s are outside the gate phase "
+            add(f"With one core (the middle run by wall time; the lower of the two middle ones for an even number), {serial:.0f} s of the {c['wall_s']:.0f} s are outside the gate phase "
                 f"(Snakemake's start and end and one job each of {others}). If the gate phase halved perfectly on two "
                 f"cores and nothing else ran at once, the speed-up would be "
                 f"{c['wall_s'] / (serial + c['gate_phase_s'] / 2):.2f}x; whatever more two cores give comes from those "
@@ -749,6 +749,8 @@ def main(argv: list[str] | None = None) -> int:
                         "default: the environment as it is")
     parser.add_argument("--flowkit-job", nargs=3, metavar=("FILE", "OUT", "PARAMS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.cohort < 0:
+        parser.error("--cohort: the number of pairs must be 0 or more")
     if args.flowkit_job:  # the subprocess of FlowKit's per-sample job
         import warnings
 

@@ -124,11 +124,15 @@ def release_exit():
     Two waits at its exit have nothing left to do: the scheduler's last re-evaluation timer
     (`--max-jobs-per-timespan`, 1 s by default; a non-daemon thread the interpreter joins, though
     the scheduler it would wake has returned) and the interpreter's final garbage collections over
-    every module Snakemake imported (0.4-0.5 s). Together about 1.5 s of every run, on any number
-    of cores (docs/performance.md).
+    every module Snakemake imported (0.4-0.5 s), skipped by freezing them when Snakemake is the
+    process itself. Together about 1.5 s of every run, on any number of cores (docs/performance.md).
     """
     for thread in threading.enumerate():
         # Snakemake's own timers only (a lambda of its scheduler), not a caller's when run in-process
         if isinstance(thread, threading.Timer) and getattr(thread.function, "__module__", "").startswith("snakemake."):
             thread.cancel()
-    gc.freeze()
+    # only when Snakemake is the process (`snakemake`, `python -m snakemake`): a program running it
+    # through the API goes on, and frozen objects are never collected
+    program = os.path.normpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(program) == "snakemake" or program.endswith(os.path.join("snakemake", "__main__.py")):
+        gc.freeze()
