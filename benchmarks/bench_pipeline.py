@@ -201,19 +201,19 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"wall_s": min(r["wall_s"] for r in runs), "max_rss_mb": max(rss) if rss else None, "last": runs[-1]}
 
 
-def paired_commands(ours: list[str], theirs: list[str], repeats: int,
-                    env: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any], list[float]]:
-    """Both commands after a warm-up each, taking turns within every repeat (so that a slow
-    stretch of a shared machine slows both): each one's best wall time and largest peak RSS,
-    and the ratio theirs / ours of every repeat."""
-    for cmd in (ours, theirs):
+def commands_in_turns(cmds: list[list[str]], repeats: int,
+                      env: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], list[list[float]]]:
+    """The commands after a warm-up each, taking turns within every repeat (so that a slow
+    stretch of a shared machine slows all of them): each one's best wall time and largest peak
+    RSS, and for each command but the last (FlowKit's) the ratio last / it of every repeat."""
+    for cmd in cmds:
         run_command(cmd, env=env)  # warm-up: files and interpreter in the OS cache
-    runs: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
+    runs: list[list[dict[str, Any]]] = [[] for _ in cmds]
     for _ in range(repeats):
-        for i, cmd in enumerate((ours, theirs)):
+        for i, cmd in enumerate(cmds):
             runs[i].append(run_command(cmd, env=env))
-    ratios = [b["wall_s"] / a["wall_s"] for a, b in zip(runs[0], runs[1])]
-    return _summary(runs[0]), _summary(runs[1]), ratios
+    ratios = [[b["wall_s"] / a["wall_s"] for a, b in zip(mine, runs[-1])] for mine in runs[:-1]]
+    return [_summary(r) for r in runs], ratios
 
 
 def parse_importtime(stderr: str) -> list[tuple[str, int, int, int]]:
@@ -390,6 +390,16 @@ def measure_size(n: int, repeats: int, folder: Path) -> dict[str, Any]:
         repeats, ours_job, lambda: flowkit_job(str(path), str(out_dir / "flowkit"), params)),
         "`cli.main(['gate', ...])` vs read + gate + table + TSV", fn=ours_job)
 
+    def ours_job_two_threads():
+        with contextlib.redirect_stdout(io.StringIO()):
+            status = cli.main(["gate", str(path), "--out", str(out_dir / "ours_2"), "--threads", "2"])
+        assert status == 0
+
+    row("per-sample job, in-process, 2 threads", *compare(
+        repeats, ours_job_two_threads, lambda: flowkit_job(str(path), str(out_dir / "flowkit"), params)),
+        "ours `--threads 2`: QC beside the transforms, the table beside the views, BLAS held to 1 thread; "
+        "FlowKit as above", fn=ours_job_two_threads)
+
     # peak memory of each of our stages, in a separate pass (tracemalloc slows what it traces)
     for r in rows:
         fn = r.pop("fn")
@@ -400,13 +410,16 @@ def measure_size(n: int, repeats: int, folder: Path) -> dict[str, Any]:
     params_file.write_text(json.dumps(params))
     py = sys.executable
     ours_cmd = [py, "-m", "treganalysis", "gate", str(path), "--out", str(out_dir / "ours_sub")]
+    two_cmd = [*ours_cmd[:-1], str(out_dir / "ours_sub_2"), "--threads", "2"]
     theirs_cmd = [py, str(HERE), "--flowkit-job", str(path), str(out_dir / "flowkit_sub"), str(params_file)]
     print("  subprocess jobs ...", flush=True)
-    ours_sub, theirs_sub, ratios = paired_commands(ours_cmd, theirs_cmd, repeats)
+    (ours_sub, ours_two, theirs_sub), (ratios, ratios_two) = commands_in_turns([ours_cmd, two_cmd, theirs_cmd], repeats)
     row("per-sample job, subprocess", ours_sub["wall_s"], theirs_sub["wall_s"],
         f"`python -m treganalysis gate` vs the FlowKit job script; {_paired(ratios)}")
+    row("per-sample job, subprocess, 2 threads", ours_two["wall_s"], theirs_sub["wall_s"],
+        f"ours `--threads 2` (BLAS held to 1 thread), in the same turns as the row above; {_paired(ratios_two)}")
     one = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    ours_one, theirs_one, ratios_one = paired_commands(ours_cmd, theirs_cmd, repeats, env=one)
+    (ours_one, theirs_one), (ratios_one,) = commands_in_turns([ours_cmd, theirs_cmd], repeats, env=one)
     row("per-sample job, subprocess, BLAS 1 thread", ours_one["wall_s"], theirs_one["wall_s"],
         f"as the workflow's gate rule runs it (`OPENBLAS_NUM_THREADS=1` ...); {_paired(ratios_one)}")
 
@@ -418,7 +431,7 @@ def measure_size(n: int, repeats: int, folder: Path) -> dict[str, Any]:
     agreement = {p: float(np.mean(fk_results.get_gate_membership(p) == result.mask(p)))
                  for p in ("cells", "singlets", "lymphocytes", "live", "cd3", "cd4", "treg")}
     return {"n": n, "channels": sample.n_channels, "file_mb": path.stat().st_size / 1e6, "rows": rows,
-            "per_gate": per_gate, "ours_job": ours_sub, "flowkit_job": theirs_sub, "agreement": agreement,
+            "per_gate": per_gate, "ours_job": ours_sub, "ours_job_two": ours_two, "flowkit_job": theirs_sub, "agreement": agreement,
             "qc_removed": int(n - qc.keep.sum()), "paths": {"file": path, "params": params_file}}
 
 
@@ -667,6 +680,9 @@ def render(sizes: list[dict], startup: dict | None, cohort: list[dict] | None, i
         o, f = s["ours_job"]["max_rss_mb"], s["flowkit_job"]["max_rss_mb"]
         add(f"| {s['n']:,} | {raw:.1f} | {o:.0f} | {base_o:.0f} | {(o - base_o) / raw:.1f} | {4 * raw + base_o:.0f} "
             f"| {tiny:.0f} | {(o - tiny) / raw:.1f} | {f:.0f} | {base_f:.0f} | {(f - base_f) / raw:.1f} |")
+    add("")
+    add("Our job with `--threads 2` (two steps' temporaries at once): " + "; ".join(
+        f"{s['n']:,}: {s['ours_job_two']['max_rss_mb']:.0f} MB" for s in sizes) + ".")
     add("")
     add("Membership agreement with FlowKit's tree (share of events with the same membership; ours also removes "
         "QC events): " + "; ".join(f"{s['n']:,}: lowest {min(s['agreement'].values()):.5f} "

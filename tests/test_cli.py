@@ -301,3 +301,27 @@ def test_a_gating_job_imports_numpy_only(tmp_path):
         assert run.stdout.strip().splitlines()[-1] == unwanted
         versions = json.loads((tmp_path / out / "gates.json").read_text())["provenance"]["versions"]
         assert (versions["pyyaml"] is None) == (out == "json") and versions["numpy"]
+
+
+def test_gate_with_two_threads_writes_the_same_files(tmp_path, capsys):
+    """``gate --threads 2`` runs QC beside the transforms and the table beside the views, with
+    BLAS held to one thread meanwhile: the same bytes as one thread, and the caller's BLAS
+    threads as they were after it."""
+    from threadpoolctl import threadpool_info
+
+    from treganalysis.simulate import simulate_cohort
+
+    simulate_cohort(tmp_path / "sim", subjects=1, events=20_000, seed=2)
+    fcs = sorted((tmp_path / "sim" / "fcs").glob("*.fcs"))[0]
+    blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    for threads in ("1", "2"):
+        assert main(["gate", str(fcs), "--out", str(tmp_path / threads), "--threads", threads]) == 0
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == blas
+    for name in ("populations.tsv", "gates.json", "views.npz"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["gate", str(fcs), "--out", str(tmp_path / "0"), "--threads", "0"])
+    assert exit_.value.code == 2
+    assert "--threads: expected a whole number of at least 1, not '0'" in capsys.readouterr().err
+    assert not (tmp_path / "0").exists()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._files import read_yaml_mapping
+from .._threads import check_threads, together
 from ..compensation import compensate
 from ..errors import PanelError, TregAnalysisError
 from ..panel import merge_aliases, resolve_panel
@@ -188,7 +189,7 @@ def _json_default(value: Any) -> Any:
 
 def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
                 pooled: "PooledGates | None" = None, fmo: Mapping[str, Sample] | None = None, *,
-                copy: bool = True) -> GatingResult:
+                copy: bool = True, threads: int = 1) -> GatingResult:
     """Gate the Treg hierarchy of one raw sample.
 
     Parameters
@@ -210,6 +211,9 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
         False lets compensation overwrite the sample's events (``compensate(copy=False)``)
         instead of making a compensated copy: for a sample read for this call only, as
         ``read_fcs(path, order="F")`` is in a gating job. The sample must not be used after.
+    threads : int
+        Threads for steps that do not depend on each other: acquisition QC runs beside the
+        transforms. The result is the same for any number.
 
     Returns
     -------
@@ -231,6 +235,17 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     threshold is the ``fmo_quantile`` (default 0.995) quantile of the marker there: the
     brightest the channel gets without the antibody.
     """
+    result, table = _gate_without_table(sample, config, pooled, fmo, copy=copy, threads=threads)
+    result.rows = table()
+    return result
+
+
+def _gate_without_table(sample: Sample, config: Mapping[str, Any] | None, pooled: "PooledGates | None",
+                        fmo: Mapping[str, Sample] | None, *, copy: bool,
+                        threads: int) -> tuple[GatingResult, Callable[[], list[dict[str, Any]]]]:
+    """:func:`gate_sample` up to its population table, which is returned as a call to make:
+    a gating job makes it beside the gate views (which do not read it), on a second thread."""
+    check_threads(threads)
     config = dict(config or {})
     digest = _sha256_started(sample.path)
     template, panel, channels = _setup(sample, config)
@@ -240,15 +255,16 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
     # too); when the caller passed ``read_fcs(...)`` directly, the raw events are freed here
     # (or were overwritten, with copy=False), before QC and gating allocate theirs.
     del sample
-    qc = _qc(comp, comp, channels, config, panel, checked)
     fixed_transforms = pooled.transforms if pooled is not None else None
-    transformed, transforms = _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)
+    # neither reads the other's result (W is estimated from the channel's events whatever QC
+    # keeps, as when they ran one after the other) and both only read the events
+    qc, (transformed, transforms) = together(
+        [lambda: _qc(comp, comp, channels, config, panel, checked),
+         lambda: _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)], threads)
     fitted = dict(pooled.fitted) if pooled is not None else {}
     fitted.update(_fmo_thresholds(fmo or {}, config, template, transforms))
     engine = _Engine(comp, transformed, transforms, panel, template, fitted)
     engine.run(qc.keep)
-    rows = population_rows(comp, engine.masks, engine.parents, panel, engine.status, root=qc.keep,
-                           qc_status=qc.status)
     provenance = {
         "file": str(comp.path) if comp.path else None,
         "sha256": digest(),
@@ -264,7 +280,12 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
         "transforms": transforms,
         "pooled": {"group": pooled.group, "samples": pooled.samples} if pooled is not None else None,
     }
-    return GatingResult(comp, engine.masks, engine.records, rows, panel, provenance, qc, transformed)
+
+    def table() -> list[dict[str, Any]]:
+        return population_rows(comp, engine.masks, engine.parents, panel, engine.status, root=qc.keep,
+                               qc_status=qc.status)
+
+    return GatingResult(comp, engine.masks, engine.records, [], panel, provenance, qc, transformed), table
 
 
 def _fmo_thresholds(fmo: Mapping[str, Sample], config: Mapping[str, Any], template: Mapping[str, Any],

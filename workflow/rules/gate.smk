@@ -43,6 +43,9 @@ rule gate:
         pooled=lambda wildcards, input: f"--pooled-gates {shlex.quote(input.pooled[0])}" if input.pooled else "",
     log:
         "logs/gate/{sample}.log",
+    # one thread per job: a cohort fills the cores with jobs. With fewer files than cores,
+    # `--set-threads gate=2` lets each job run QC beside the transforms and the population table
+    # beside the views (the same outputs)
     threads: 1
     resources:
         # float32 events, their compensated copy, transformed gating channels and masks
@@ -55,4 +58,4 @@ rule gate:
         # numerical libraries use no more cores than the job holds
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         " python -m treganalysis gate {input.fcs:q} --out results/samples/{wildcards.sample} --record-failure"
-        " --config-json {params.settings:q} {params.pooled} > {log:q} 2>&1"
+        " --threads {threads} --config-json {params.settings:q} {params.pooled} > {log:q} 2>&1"

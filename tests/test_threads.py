@@ -1,0 +1,83 @@
+"""Independent steps on several threads (treganalysis._threads) and gating with ``threads``."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from treganalysis._threads import together
+from treganalysis.fcs import read_fcs
+from treganalysis.gating.strategy import gate_sample
+from treganalysis.simulate import simulate_cohort
+
+
+def test_together_returns_results_in_order_for_any_number_of_threads():
+    calls = [lambda i=i: i * i for i in range(7)]
+    for threads in (1, 2, 3, 16):
+        assert together(calls, threads) == [i * i for i in range(7)]
+    assert together([], 2) == []
+
+
+def test_together_runs_calls_at_once_with_two_threads():
+    # each call waits for the other: only two threads at once get both past the barrier
+    barrier = threading.Barrier(2, timeout=10)
+    assert together([barrier.wait, barrier.wait], 2) in ([0, 1], [1, 0])
+
+
+def test_together_with_one_thread_runs_in_order_on_the_callers_thread():
+    seen = []
+    together([lambda: seen.append(threading.current_thread()), lambda: seen.append(threading.current_thread())], 1)
+    assert seen == [threading.main_thread()] * 2
+
+
+def test_together_raises_the_first_error_in_order_after_every_call_finished():
+    finished = []
+
+    def slow():
+        time.sleep(0.2)
+        finished.append("slow")
+        return 1
+
+    def fails(message):
+        def call():
+            raise RuntimeError(message)
+        return call
+
+    with pytest.raises(RuntimeError, match="first"):
+        together([slow, fails("first"), fails("second")], 2)
+    assert finished == ["slow"]  # not left running behind the error
+    with pytest.raises(RuntimeError, match="first"):
+        together([fails("first"), slow, fails("second")], 3)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, "2", True, None])
+def test_together_refuses_a_thread_count_that_is_not_a_positive_whole_number(threads):
+    with pytest.raises(ValueError, match="threads must be a whole number of at least 1"):
+        together([lambda: 1], threads)
+
+
+@pytest.fixture(scope="module")
+def fcs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    simulate_cohort(root, subjects=1, events=30_000, seed=3)
+    return sorted((root / "fcs").glob("*.fcs"))[0]
+
+
+def test_gate_sample_is_the_same_with_two_threads(fcs):
+    one = gate_sample(read_fcs(fcs))
+    two = gate_sample(read_fcs(fcs), threads=2)
+    assert one.rows == two.rows and one.to_json() == two.to_json()
+    assert one.masks.keys() == two.masks.keys()
+    for name in one.masks:
+        np.testing.assert_array_equal(one.masks[name], two.masks[name])
+    assert one.transformed.keys() == two.transformed.keys()
+    for channel in one.transformed:
+        np.testing.assert_array_equal(one.transformed[channel], two.transformed[channel])
+
+
+def test_gate_sample_refuses_zero_threads(fcs):
+    with pytest.raises(ValueError, match="threads must be a whole number"):
+        gate_sample(read_fcs(fcs), threads=0)
