@@ -325,3 +325,27 @@ def test_gate_with_two_threads_writes_the_same_files(tmp_path, capsys):
     assert exit_.value.code == 2
     assert "--threads: expected a whole number of at least 1, not '0'" in capsys.readouterr().err
     assert not (tmp_path / "0").exists()
+
+
+def test_gate_with_two_threads_reports_an_error_of_a_step_as_with_one(tmp_path, capsys, monkeypatch):
+    """A user's problem found in a step that ran beside another (here the transforms) gives the
+    one-line error, or with --record-failure the failure record and status 0: no traceback."""
+    from treganalysis.errors import TransformError
+    from treganalysis.gating import strategy
+    from treganalysis.simulate import simulate_cohort
+
+    simulate_cohort(tmp_path / "sim", subjects=1, events=5_000, seed=2)
+    fcs = sorted((tmp_path / "sim" / "fcs").glob("*.fcs"))[0]
+
+    def transform(*args, **kwargs):
+        raise TransformError(f"{fcs}: CD25 has no negative events to estimate Logicle W from")
+
+    monkeypatch.setattr(strategy, "_transform", transform)
+    code, out, err = run(capsys, "gate", str(fcs), "--out", str(tmp_path / "plain"), "--threads", "2")
+    assert code == 1 and "no negative events to estimate Logicle W" in err and "Traceback" not in err
+    assert not (tmp_path / "plain" / "populations.tsv").exists()
+    code, out, err = run(capsys, "gate", str(fcs), "--out", str(tmp_path / "kept"), "--threads", "2",
+                         "--record-failure")
+    assert code == 0 and "FAILED" in out and "Traceback" not in err
+    table = (tmp_path / "kept" / "populations.tsv").read_text()
+    assert "failed" in table and "no negative events to estimate Logicle W" in table

@@ -53,6 +53,39 @@ def test_together_raises_the_first_error_in_order_after_every_call_finished():
         together([fails("first"), slow, fails("second")], 3)
 
 
+def test_together_starts_no_step_after_a_failure_and_raises_an_interrupt_first():
+    started = []
+
+    def step(i, error=None):
+        def call():
+            started.append(i)
+            time.sleep(0.1)
+            if error is not None:
+                raise error
+        return call
+
+    with pytest.raises(KeyboardInterrupt):
+        together([step(0, ValueError("a user's mistake")), step(1, KeyboardInterrupt()), step(2), step(3)], 2)
+    assert sorted(started) == [0, 1]  # the two under way finished; the others never started
+
+
+def test_together_runs_every_step_under_the_callers_numpy_error_settings():
+    barrier = threading.Barrier(2, timeout=10)
+
+    def setting():
+        barrier.wait()  # both steps at once: one of them on the helper thread
+        return threading.current_thread(), np.geterr()["divide"]
+
+    with np.errstate(divide="raise"):
+        found = together([setting, setting], 2)
+    assert {thread for thread, _ in found} != {threading.main_thread()}
+    assert [value for _, value in found] == ["raise", "raise"]
+
+
+def test_together_takes_a_numpy_integer():
+    assert together([lambda: 1, lambda: 2], np.int64(2)) == [1, 2]
+
+
 @pytest.mark.parametrize("threads", [0, -1, 1.5, "2", True, None])
 def test_together_refuses_a_thread_count_that_is_not_a_positive_whole_number(threads):
     with pytest.raises(ValueError, match="threads must be a whole number of at least 1"):

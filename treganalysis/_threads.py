@@ -8,16 +8,22 @@ results do not depend on the number of threads.
 
 from __future__ import annotations
 
+import contextvars
+import operator
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 
-def check_threads(threads: Any, where: str = "threads") -> int:
-    """``threads`` as a positive int, or a ValueError naming ``where``."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"{where} must be a whole number of at least 1, not {threads!r}")
-    return threads
+def check_threads(threads: Any) -> int:
+    """``threads`` as a positive int (a numpy integer too), or a ValueError."""
+    try:
+        count = operator.index(threads) if not isinstance(threads, bool) else None
+    except TypeError:
+        count = None
+    if count is None or count < 1:
+        raise ValueError(f"threads must be a whole number of at least 1, not {threads!r}")
+    return count
 
 
 def together(calls: Sequence[Callable[[], Any]], threads: int = 1) -> list[Any]:
@@ -39,19 +45,26 @@ def together(calls: Sequence[Callable[[], Any]], threads: int = 1) -> list[Any]:
     Raises
     ------
     BaseException
-        The first failing call's exception (in the order of ``calls``), once every call has
-        finished: no step is left running behind an error.
+        Once the calls under way have finished (no step is left running behind an error, and
+        none starts after one): an interrupt (KeyboardInterrupt, SystemExit) first, else the
+        first failing call's exception in the order of ``calls``.
+
+    Notes
+    -----
+    Each helper thread runs in a copy of the caller's context, so that settings kept in
+    context variables (numpy's ``np.errstate``) hold for every step, whichever thread runs it.
     """
-    check_threads(threads)
+    threads = check_threads(threads)
     if threads == 1 or len(calls) < 2:
         return [call() for call in calls]
     results: list[Any] = [None] * len(calls)
     errors: list[BaseException | None] = [None] * len(calls)
     order = iter(range(len(calls)))
     lock = threading.Lock()
+    failed = threading.Event()
 
     def work() -> None:
-        while True:
+        while not failed.is_set():
             with lock:
                 i = next(order, None)
             if i is None:
@@ -60,15 +73,21 @@ def together(calls: Sequence[Callable[[], Any]], threads: int = 1) -> list[Any]:
                 results[i] = calls[i]()
             except BaseException as exc:  # re-raised in the caller's thread, below
                 errors[i] = exc
+                failed.set()
 
-    helpers = [threading.Thread(target=work, name=f"treganalysis-{k}", daemon=True)
+    helpers = [threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"treganalysis-{k}",
+                                daemon=True)
                for k in range(min(threads, len(calls)) - 1)]
     for helper in helpers:
         helper.start()
-    work()
-    for helper in helpers:
-        helper.join()
-    for error in errors:
-        if error is not None:
-            raise error
+    try:
+        work()
+    finally:  # an interrupt in the caller's own wait, too, lets the helpers' steps end first
+        failed.set()
+        for helper in helpers:
+            helper.join()
+    raised = [error for error in errors if error is not None]
+    interrupt = next((error for error in raised if not isinstance(error, Exception)), None)
+    if interrupt is not None or raised:
+        raise interrupt or raised[0]
     return results

@@ -213,7 +213,9 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
         ``read_fcs(path, order="F")`` is in a gating job. The sample must not be used after.
     threads : int
         Threads for steps that do not depend on each other: acquisition QC runs beside the
-        transforms. The result is the same for any number.
+        transforms. The result is the same for any number. BLAS's own threads are left as
+        they are: with OpenBLAS, hold them to one (``threadpoolctl.threadpool_limits(1)``),
+        as ``treganalysis gate --threads`` does, or they compete for the cores.
 
     Returns
     -------
