@@ -397,7 +397,8 @@ def measure_size(n: int, repeats: int, folder: Path) -> dict[str, Any]:
 
     row("per-sample job, in-process, 2 threads", *compare(
         repeats, ours_job_two_threads, lambda: flowkit_job(str(path), str(out_dir / "flowkit"), params)),
-        "ours `--threads 2`: QC beside the transforms, the table beside the views, BLAS held to 1 thread; "
+        "ours `--threads 2`: QC beside the transforms, the mixture's starts side by side, the table beside "
+        "the views, BLAS held to 1 thread; "
         "FlowKit as above", fn=ours_job_two_threads)
 
     # peak memory of each of our stages, in a separate pass (tracemalloc slows what it traces)

@@ -268,6 +268,28 @@ def test_deterministic_for_a_seed() -> None:
     assert (a.log_likelihood, a.n_iter, a.converged) == (b.log_likelihood, b.n_iter, b.converged)
 
 
+@pytest.mark.parametrize("n_init", [1, 3, 5])
+def test_the_same_fit_with_starts_on_two_threads(n_init) -> None:
+    """The seedings are drawn in order before the starts run, so threads change nothing."""
+    x = simulate_mixture(5_000, 17)
+    one = fit_gaussian_mixture(x, seed=4, n_init=n_init)
+    two = fit_gaussian_mixture(x, seed=4, n_init=n_init, threads=2)
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
+    assert (one.log_likelihood, one.n_iter, one.converged) == (two.log_likelihood, two.n_iter, two.converged)
+
+
+def test_a_failing_start_raises_the_same_error_on_two_threads() -> None:
+    two_points = np.array([[0.0, 0.0]] * 50 + [[1.0, 1.0]] * 50)
+    t = np.random.default_rng(16).normal(size=600)
+    line = np.column_stack([t, t])
+    for x, kwargs, message in ((two_points, {}, r"2 distinct event\(s\), fewer than the 3 components"),
+                               (line, {"reg_covar": 0.0}, "not positive definite")):
+        for threads in (1, 2):
+            with pytest.raises(ValueError, match=message):
+                fit_gaussian_mixture(x, n_init=3, threads=threads, **kwargs)
+
+
 def test_input_is_not_modified_and_float32_is_widened() -> None:
     x = simulate_mixture(3_000, 13)
     before = x.copy()
@@ -321,6 +343,7 @@ def test_refuses_bad_events(x, message) -> None:
     ({"tol": float("nan")}, r"tol must be a finite number >= 0"),
     ({"reg_covar": -1.0}, r"reg_covar must be a finite number >= 0"),
     ({"reg_covar": "x"}, r"reg_covar must be a finite number >= 0"),
+    ({"threads": 0}, r"threads must be a whole number of at least 1, not 0"),
 ])
 def test_refuses_bad_parameters(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):

@@ -161,9 +161,9 @@ def _parser() -> argparse.ArgumentParser:
                       "transform (M, A), gating (template, overrides); other keys are ignored")
     gate.add_argument("--config-json", metavar="JSON", help="the same settings as one JSON mapping (for the workflow)")
     gate.add_argument("--threads", type=_threads_arg, default=1, metavar="N",
-                      help="threads for a file's independent steps: QC beside the transforms, the population "
-                      "table beside the gate views (default 1; at most two steps run at once, so N above 2 works "
-                      "as 2; the results are the same for any N)")
+                      help="threads for a file's independent steps: QC beside the transforms, the lymphocyte "
+                      "mixture's starts beside each other, the population table beside the gate views (default 1; "
+                      "the results are the same for any N; above 3, the mixture's starts, it gains nothing)")
     gate.set_defaults(run=_gate)
 
     pool = commands.add_parser(

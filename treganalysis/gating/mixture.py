@@ -19,12 +19,15 @@ with scikit-learn as here; ``n_init > 1`` keeps the best of several starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import operator
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from .._threads import check_threads, together
 
 __all__ = ["Mixture", "fit_gaussian_mixture", "predict_proba"]
 
@@ -139,6 +142,7 @@ def fit_gaussian_mixture(
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
     n_init: int = 1,
+    threads: int = 1,
 ) -> Mixture:
     """Fit a full-covariance Gaussian mixture by expectation-maximisation.
 
@@ -160,6 +164,9 @@ def fit_gaussian_mixture(
     n_init : int, default 1
         Initialisations (successive k-means++ seedings from the one generator); the fit with
         the highest mean log-likelihood is returned.
+    threads : int, default 1
+        Initialisations fitted at once. The seedings are drawn first, in order, so the fit is
+        the same for any number.
 
     Returns
     -------
@@ -226,10 +233,16 @@ def fit_gaussian_mixture(
     if not math.isfinite(spread):
         raise ValueError(f"{what}: the events are too spread out for float64 arithmetic (up to "
                          f"{float(np.abs(columns).max()):.3g} from their mean); scale the events")
+    threads = check_threads(threads)
     rng = np.random.default_rng(seed)
+    norms = np.einsum("ji,ji->i", columns, columns)
+    # every start's seeding drawn first, in order (the generator's only use): each start's fit
+    # then depends on its own centres alone and may run beside the others
+    seedings = [_seeding(columns, norms, k, rng) for _ in range(n_init)]
+    fits = together([functools.partial(_fit_once, columns, norms, centres, max_iter, tol, reg_covar)
+                     for centres in seedings], threads)
     best: Mixture | None = None
-    for _ in range(n_init):
-        fit = _fit_once(columns, k, rng, max_iter, tol, reg_covar)
+    for fit in fits:
         if best is None or fit.log_likelihood > best.log_likelihood:
             best = fit
     assert best is not None
@@ -282,11 +295,23 @@ def predict_proba(mixture: Mixture, x: ArrayLike) -> np.ndarray:
     return np.ascontiguousarray(resp.T)
 
 
-def _fit_once(columns: np.ndarray, k: int, rng: np.random.Generator, max_iter: int, tol: float,
+def _seeding(columns: np.ndarray, norms: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray | ValueError:
+    """A start's k-means++ centres, or the error of seeding it (raised when that start is fitted,
+    so that the first failing start's error is the one raised, as one start after another)."""
+    try:
+        return _kmeans_plus_plus(columns, norms, k, rng)
+    except ValueError as exc:
+        return exc
+
+
+def _fit_once(columns: np.ndarray, norms: np.ndarray, centres: np.ndarray | ValueError, max_iter: int, tol: float,
               reg_covar: float) -> Mixture:
-    """One initialisation and its EM iterations on ``columns`` (d, n)."""
+    """One initialisation (k-means from its seeding) and its EM iterations on ``columns`` (d, n)."""
     what = "fit_gaussian_mixture"
-    labels = _kmeans(columns, k, rng)
+    if isinstance(centres, ValueError):
+        raise centres
+    k = centres.shape[0]
+    labels = _kmeans(columns, norms, centres)
     resp = (labels == np.arange(k)[:, np.newaxis]).astype(np.float64)  # (k, n), one-hot
     weights, means, covariances = _m_step(columns, resp, reg_covar)
     previous = -np.inf
@@ -381,10 +406,8 @@ def _m_step(columns: np.ndarray, resp: np.ndarray, reg_covar: float) -> tuple[np
 # ---------------------------------------------------------------------------------------
 
 
-def _kmeans(columns: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding and Lloyd iterations on ``columns`` (d, n); each event's cluster."""
-    norms = np.einsum("ji,ji->i", columns, columns)
-    centres = _kmeans_plus_plus(columns, norms, k, rng)
+def _kmeans(columns: np.ndarray, norms: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Lloyd iterations on ``columns`` (d, n) from seeded ``centres``; each event's cluster."""
     tolerance = _KMEANS_TOL * float(np.mean(np.var(columns, axis=1)))
     labels = _nearest(columns, centres)
     for _ in range(_KMEANS_MAX_ITER):

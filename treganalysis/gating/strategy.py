@@ -213,7 +213,8 @@ def gate_sample(sample: Sample, config: Mapping[str, Any] | None = None,
         ``read_fcs(path, order="F")`` is in a gating job. The sample must not be used after.
     threads : int
         Threads for steps that do not depend on each other: acquisition QC runs beside the
-        transforms. The result is the same for any number. BLAS's own threads are left as
+        transforms, the lymphocyte mixture's starts beside each other. The result is the same
+        for any number. BLAS's own threads are left as
         they are: with OpenBLAS, hold them to one (``threadpoolctl.threadpool_limits(1)``),
         as ``treganalysis gate --threads`` does, or they compete for the cores.
 
@@ -265,7 +266,7 @@ def _gate_without_table(sample: Sample, config: Mapping[str, Any] | None, pooled
          lambda: _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)], threads)
     fitted = dict(pooled.fitted) if pooled is not None else {}
     fitted.update(_fmo_thresholds(fmo or {}, config, template, transforms))
-    engine = _Engine(comp, transformed, transforms, panel, template, fitted)
+    engine = _Engine(comp, transformed, transforms, panel, template, fitted, threads)
     engine.run(qc.keep)
     provenance = {
         "file": str(comp.path) if comp.path else None,
@@ -512,9 +513,10 @@ def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[
 
 
 class _Engine:
-    def __init__(self, sample, transformed, transforms, panel, template, fitted=None) -> None:
+    def __init__(self, sample, transformed, transforms, panel, template, fitted=None, threads: int = 1) -> None:
         self.sample, self.data, self.transforms, self.panel = sample, transformed, transforms, panel
         self.template = template
+        self.threads = threads  # for the lymphocyte mixture's starts
         self.fitted: dict[str, Any] = fitted or {}  # pooled: thresholds and scatter gates to apply
         self.learned: dict[str, Any] = {}  # what this run fitted
         self.masks: dict[str, np.ndarray] = {}
@@ -739,7 +741,7 @@ class _Engine:
             fit_on = np.column_stack((events[:, fsc][chosen], events[:, ssc][chosen])) / top  # to [0, 1]
             try:
                 gmm = fit_gaussian_mixture(fit_on, int(gate.get("components", 3)), seed=0,
-                                           n_init=int(gate.get("starts", 3)))
+                                           n_init=int(gate.get("starts", 3)), threads=self.threads)
             except ValueError as exc:  # too few distinct events, a singular component
                 raise _NotAvailable(f"the lymphocyte mixture cannot be fitted ({exc})") from None
             best = _lymphocyte_component(gmm.means, gmm.weights, gate.get("target", "auto"))

@@ -44,8 +44,8 @@ rule gate:
     log:
         "logs/gate/{sample}.log",
     # one thread per job: a cohort fills the cores with jobs. With fewer files than cores,
-    # `--set-threads gate=2` lets each job run QC beside the transforms and the population table
-    # beside the views (the same outputs)
+    # `--set-threads gate=2` lets each job run QC beside the transforms, the lymphocyte mixture's
+    # starts side by side and the population table beside the views (the same outputs)
     threads: 1
     resources:
         # float32 events, their compensated copy, transformed gating channels and masks
