@@ -220,6 +220,7 @@ def fit_gaussian_mixture(
     seed = _integer(seed, "seed", 0)
     tol = _nonnegative(tol, "tol")
     reg_covar = _nonnegative(reg_covar, "reg_covar")
+    threads = check_threads(threads)
     events = _events(x, what)
     n = events.shape[0]
     if n < k:
@@ -233,7 +234,6 @@ def fit_gaussian_mixture(
     if not math.isfinite(spread):
         raise ValueError(f"{what}: the events are too spread out for float64 arithmetic (up to "
                          f"{float(np.abs(columns).max()):.3g} from their mean); scale the events")
-    threads = check_threads(threads)
     rng = np.random.default_rng(seed)
     norms = np.einsum("ji,ji->i", columns, columns)
     # every start's seeding drawn first, in order (the generator's only use): each start's fit
