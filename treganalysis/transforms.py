@@ -285,11 +285,13 @@ def _logicle_table(
     # Monotone by construction: the value reached at the end of segment i must not
     # exceed the value at the start of segment i+1 once rounded in this float type.
     widths_t = widths.astype(dtype)
+    # (a few segments: each lowered by one ulp at a time, at most 8 times)
+    fix = np.flatnonzero(offsets[:-1] + slope * widths_t > offsets[1:])
     for _ in range(8):
-        too_high = offsets[:-1] + slope * widths_t > offsets[1:]
-        if not too_high.any():
+        if not fix.size:
             break
-        slope[too_high] = np.nextafter(slope[too_high], dtype.type(0))
+        slope[fix] = np.nextafter(slope[fix], dtype.type(0))
+        fix = fix[offsets[fix] + slope[fix] * widths_t[fix] > offsets[fix + 1]]
 
     start = nodes[:-1].astype(dtype)
     for array in (start, offsets, slope):
