@@ -19,7 +19,7 @@ import pytest
 from treganalysis import compensate, read_fcs
 from treganalysis.gating.strategy import gate_sample
 from treganalysis.qc import DEFAULTS, QCError, margin_events, negative_populations, qc_sample, raw_checks, time_qc
-from treganalysis.qc import _asinh, _bin_starts, _json_numbers, _raw_checks, _time_bins  # vectorised pieces, checked directly
+from treganalysis.qc import _asinh, _bin_starts, _json_numbers, _kept_subsample, _raw_checks, _time_bins  # vectorised pieces, checked directly
 from treganalysis.sample import Sample, Spillover
 from treganalysis.simulate import SampleSpec, _write_sample, load_config, simulate_events
 
@@ -645,3 +645,20 @@ def test_qc_sample_with_raw_checks_done_first_is_the_same(samples):
     other = raw_checks(margined.with_events(margined.events[:100]), gating_channels(margined))
     with pytest.raises(QCError, match="raw checks are of 100 events"):
         qc_sample(comp, comp, gating_channels(margined), checked=other)
+
+
+@pytest.mark.parametrize("n", [0, 1, 100, 65_535, 65_536, 65_537, 200_001])
+@pytest.mark.parametrize("removed", [0.0, 0.001, 0.5, 0.999, 1.0])
+def test_kept_subsample_is_every_kth_kept_event_across_blocks(n, removed):
+    """Numbered block by block, the kept events chosen are those of the plain definition:
+    positions ``floor(i * kept / m)`` of the kept events in file order."""
+    keep = np.random.default_rng(n).random(n) >= removed
+    kept = np.flatnonzero(keep)
+    for m in (None, 1, 7, 1000, 70_000, kept.size, kept.size + 1):
+        got = _kept_subsample(keep, m)
+        if kept.size == n and (m is None or n <= m):
+            assert got == slice(None)
+            continue
+        want = kept if m is None or kept.size <= m else kept[np.arange(m) * kept.size // m]
+        assert got.dtype == np.intp
+        np.testing.assert_array_equal(got, want)
