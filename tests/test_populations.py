@@ -85,6 +85,31 @@ def test_nan_in_a_column_gives_what_numpy_median_gives():
     assert got["without"][0] == 3.0
 
 
+@pytest.mark.parametrize("n", [2000, 300_000])  # codes present / every 16-bit code
+@pytest.mark.parametrize("bits", [0x7FC00000, 0xFF800001, 0x7F800001])  # the last two share +-inf's top 16 bits
+def test_nan_is_found_on_either_histogram_path_beside_infinities(n, bits):
+    """A NaN is only looked for in a column whose codes include an all-ones exponent; a NaN
+    whose high bits are those of an infinity must still be found, and infinities alone keep
+    the bucket path's medians."""
+    rng = np.random.default_rng(11)
+    finite = rng.normal(100, 30, n).astype(np.float32)
+    with_inf = finite.copy()
+    with_inf[[3, 10, 20]] = [np.inf, -np.inf, np.inf]
+    with_nan = with_inf.copy()
+    with_nan[n // 2] = np.array([bits], dtype=np.uint32).view(np.float32)[0]
+    assert np.isnan(with_nan[n // 2])
+    outer = rng.random(n) < 0.9
+    outer[[3, 10, 20, n // 2]] = True
+    masks = {"outer": outer, "inner": outer & (rng.random(n) < 0.3), "rest": ~outer}
+    masks["inner"][n // 2] = False
+    columns = [finite, with_inf, with_nan]
+    got = population_medians(columns, masks)
+    want = _expected(columns, masks)
+    for name in masks:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert np.isnan(got["outer"][2]) and not np.isnan(got["inner"][2])
+
+
 def test_float64_columns_and_many_populations_take_the_plain_path():
     rng = np.random.default_rng(3)
     n = 5000

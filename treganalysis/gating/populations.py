@@ -26,6 +26,8 @@ Z95 = 1.959963984540054  # the standard normal's 97.5% quantile (two-sided 95% i
 _N_CODES = 1 << 16  # a float32's top 16 bits: sign, exponent, 7 mantissa bits (a bucket 0.8% wide)
 _MAX_SIGNATURE_BITS = 20  # more populations than this: medians one population at a time
 _MAX_SIGNATURES = 256  # ... and more distinct sets of them (each is a 65,536-bucket histogram)
+_EXPONENT = 0x7F80  # a code's exponent bits; all set for infinities and NaN
+_ALL_ONES_EXPONENT = np.flatnonzero((np.arange(_N_CODES) & _EXPONENT) == _EXPONENT)
 
 
 def population_table(sample: Sample, masks: Mapping[str, np.ndarray], parents: Mapping[str, str],
@@ -133,9 +135,8 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
     out: dict[str, list[float]] = {name: [] for name in names}
     for column in columns:
         column = np.asarray(column)
-        if column.dtype != np.float32 or np.isnan(column).any():  # np.median's NaN rules
-            for name in names:
-                out[name].append(_median(column[np.flatnonzero(masks[name])]))
+        if column.dtype != np.float32:
+            _medians_one_by_one(column, masks, out)
             continue
         if dense:
             code = column.view(np.uint32) >> np.uint32(16)
@@ -154,6 +155,12 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
             else:
                 np.add(offset, column.view(np.uint32) >> np.uint32(16), out=key)
         histogram = np.bincount(key, minlength=n_signatures * width).reshape(n_signatures, width)
+        # a NaN has an all-ones exponent: only a column with such codes is searched for one
+        codes_nan_like = (histogram[:, _ALL_ONES_EXPONENT].any() if slot_code is None
+                          else bool(np.any((slot_code & _EXPONENT) == _EXPONENT)))
+        if codes_nan_like and np.isnan(column).any():  # np.median's NaN rules
+            _medians_one_by_one(column, masks, out)
+            continue
         # the slots present, in the order of their values; a population's histogram over them
         slots = np.flatnonzero(histogram.any(axis=0))
         slots = slots[np.argsort(_rank(slots if slot_code is None else slot_code[slots]), kind="stable")]
@@ -182,6 +189,12 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
                 middle.append(np.partition(values, r - before)[r - before])
             out[name].append(float(np.mean(np.asarray(middle, dtype=np.float32))))
     return out
+
+
+def _medians_one_by_one(column: np.ndarray, masks: Mapping[str, np.ndarray], out: dict[str, list[float]]) -> None:
+    """Append each population's median of ``column`` to ``out``, one population at a time."""
+    for name in masks:
+        out[name].append(_median(column[np.flatnonzero(masks[name])]))
 
 
 def _rank(codes: np.ndarray) -> np.ndarray:
