@@ -112,5 +112,5 @@ def test_gate_sample_is_the_same_with_two_threads(fcs):
 
 
 def test_gate_sample_refuses_zero_threads(fcs):
-    with pytest.raises(ValueError, match="threads must be a whole number"):
+    with pytest.raises(ValueError, match="^gate_sample: threads must be a whole number"):
         gate_sample(read_fcs(fcs), threads=0)

@@ -15,14 +15,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
-def check_threads(threads: Any) -> int:
-    """``threads`` as a positive int (a numpy integer too), or a ValueError."""
+def check_threads(threads: Any, what: str | None = None) -> int:
+    """``threads`` as a positive int (a numpy integer too), or a ValueError (its message
+    starting with ``what:`` when given, the function that was called)."""
     try:
         count = operator.index(threads) if not isinstance(threads, bool) else None
     except TypeError:
         count = None
     if count is None or count < 1:
-        raise ValueError(f"threads must be a whole number of at least 1, not {threads!r}")
+        prefix = f"{what}: " if what else ""
+        raise ValueError(f"{prefix}threads must be a whole number of at least 1, not {threads!r}")
     return count
 
 

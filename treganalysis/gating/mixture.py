@@ -220,7 +220,7 @@ def fit_gaussian_mixture(
     seed = _integer(seed, "seed", 0)
     tol = _nonnegative(tol, "tol")
     reg_covar = _nonnegative(reg_covar, "reg_covar")
-    threads = check_threads(threads)
+    threads = check_threads(threads, what)
     events = _events(x, what)
     n = events.shape[0]
     if n < k:

@@ -248,7 +248,7 @@ def _gate_without_table(sample: Sample, config: Mapping[str, Any] | None, pooled
                         threads: int) -> tuple[GatingResult, Callable[[], list[dict[str, Any]]]]:
     """:func:`gate_sample` up to its population table, which is returned as a call to make:
     a gating job makes it beside the gate views (which do not read it), on a second thread."""
-    check_threads(threads)
+    check_threads(threads, "gate_sample")
     config = dict(config or {})
     digest = _sha256_started(sample.path)
     template, panel, channels = _setup(sample, config)
