@@ -114,3 +114,27 @@ def test_gate_sample_is_the_same_with_two_threads(fcs):
 def test_gate_sample_refuses_zero_threads(fcs):
     with pytest.raises(ValueError, match="^gate_sample: threads must be a whole number"):
         gate_sample(read_fcs(fcs), threads=0)
+
+
+def test_a_failed_gating_stops_the_file_hash_beside_it(fcs, monkeypatch):
+    """The SHA-256 runs in a thread beside the gating; when gating fails (here: a marker the
+    file lacks) the hash is stopped and its thread waited for, not left reading the file beside
+    whatever comes next (the next file of a job)."""
+    import treganalysis.gating.strategy as strategy
+    from treganalysis.errors import TregAnalysisError
+
+    started = threading.Event()
+
+    def endless_hash(path, stop=None):  # a file that takes long to hash: reads until stopped
+        started.set()
+        deadline = time.monotonic() + 10
+        while not (stop is not None and stop.is_set()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return None
+
+    monkeypatch.setattr(strategy, "_sha256", endless_hash)
+    config = {"panel": {"channels": {"cd25": "no such channel"}}}
+    with pytest.raises(TregAnalysisError):
+        gate_sample(read_fcs(fcs), config)
+    assert started.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "sha256"]

@@ -8,14 +8,16 @@ panel lacks is left out with the reason; its children hang from its parent inste
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
 import json
 import math
 import sys
+import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -250,45 +252,46 @@ def _gate_without_table(sample: Sample, config: Mapping[str, Any] | None, pooled
     a gating job makes it beside the gate views (which do not read it), on a second thread."""
     check_threads(threads, "gate_sample")
     config = dict(config or {})
-    digest = _sha256_started(sample.path)
-    template, panel, channels = _setup(sample, config)
-    checked = raw_checks(sample, [c for c in channels.values() if c], config.get("qc") or {})
-    comp = _compensate(sample, config, copy=copy)
-    # Past the raw checks only the compensated sample is used (it carries the path and keywords
-    # too); when the caller passed ``read_fcs(...)`` directly, the raw events are freed here
-    # (or were overwritten, with copy=False), before QC and gating allocate theirs.
-    del sample
-    fixed_transforms = pooled.transforms if pooled is not None else None
-    # neither reads the other's result (W is estimated from the channel's events whatever QC
-    # keeps, as when they ran one after the other) and both only read the events
-    qc, (transformed, transforms) = together(
-        [lambda: _qc(comp, comp, channels, config, panel, checked),
-         lambda: _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)], threads)
-    fitted = dict(pooled.fitted) if pooled is not None else {}
-    fitted.update(_fmo_thresholds(fmo or {}, config, template, transforms))
-    engine = _Engine(comp, transformed, transforms, panel, template, fitted, threads)
-    engine.run(qc.keep)
-    provenance = {
-        "file": str(comp.path) if comp.path else None,
-        "sha256": digest(),
-        "bytes": comp.path.stat().st_size if comp.path else None,
-        "versions": _versions(),
-        "package_version": _version(),
-        "instrument": comp.metadata.get("$CYT"),
-        "acquired": " ".join(v for v in (comp.metadata.get("$DATE"), comp.metadata.get("$BTIM")) if v) or None,
-        "config": config,
-        "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest(),
-        "margins": qc.record["margins"]["removed"],
-        "compensation": comp.compensation,
-        "transforms": transforms,
-        "pooled": {"group": pooled.group, "samples": pooled.samples} if pooled is not None else None,
-    }
+    # the hash is stopped (within one block) when gating fails: no thread is left reading the file
+    with _sha256_beside(sample.path) as digest:
+        template, panel, channels = _setup(sample, config)
+        checked = raw_checks(sample, [c for c in channels.values() if c], config.get("qc") or {})
+        comp = _compensate(sample, config, copy=copy)
+        # Past the raw checks only the compensated sample is used (it carries the path and keywords
+        # too); when the caller passed ``read_fcs(...)`` directly, the raw events are freed here
+        # (or were overwritten, with copy=False), before QC and gating allocate theirs.
+        del sample
+        fixed_transforms = pooled.transforms if pooled is not None else None
+        # neither reads the other's result (W is estimated from the channel's events whatever QC
+        # keeps, as when they ran one after the other) and both only read the events
+        qc, (transformed, transforms) = together(
+            [lambda: _qc(comp, comp, channels, config, panel, checked),
+             lambda: _transform(comp, channels, config.get("transform", {}) or {}, fixed_transforms)], threads)
+        fitted = dict(pooled.fitted) if pooled is not None else {}
+        fitted.update(_fmo_thresholds(fmo or {}, config, template, transforms))
+        engine = _Engine(comp, transformed, transforms, panel, template, fitted, threads)
+        engine.run(qc.keep)
+        provenance = {
+            "file": str(comp.path) if comp.path else None,
+            "sha256": digest(),
+            "bytes": comp.path.stat().st_size if comp.path else None,
+            "versions": _versions(),
+            "package_version": _version(),
+            "instrument": comp.metadata.get("$CYT"),
+            "acquired": " ".join(v for v in (comp.metadata.get("$DATE"), comp.metadata.get("$BTIM")) if v) or None,
+            "config": config,
+            "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest(),
+            "margins": qc.record["margins"]["removed"],
+            "compensation": comp.compensation,
+            "transforms": transforms,
+            "pooled": {"group": pooled.group, "samples": pooled.samples} if pooled is not None else None,
+        }
 
-    def table() -> list[dict[str, Any]]:
-        return population_rows(comp, engine.masks, engine.parents, panel, engine.status, root=qc.keep,
-                               qc_status=qc.status)
+        def table() -> list[dict[str, Any]]:
+            return population_rows(comp, engine.masks, engine.parents, panel, engine.status, root=qc.keep,
+                                   qc_status=qc.status)
 
-    return GatingResult(comp, engine.masks, engine.records, [], panel, provenance, qc, transformed), table
+        return GatingResult(comp, engine.masks, engine.records, [], panel, provenance, qc, transformed), table
 
 
 def _fmo_thresholds(fmo: Mapping[str, Sample], config: Mapping[str, Any], template: Mapping[str, Any],
@@ -804,30 +807,35 @@ class _NotAvailable(Exception):
     """A gate that cannot be drawn for this sample (too few events): NA, not absent."""
 
 
-def _sha256(path: Path | None) -> str | None:
+def _sha256(path: Path | None, stop: "threading.Event | None" = None) -> str | None:
+    """The file's SHA-256 (hex), read by blocks of 1 MB; None without a path or once ``stop`` is set."""
     if path is None:
         return None
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
+            if stop is not None and stop.is_set():
+                return None
             digest.update(block)
     return digest.hexdigest()
 
 
-def _sha256_started(path: Path | None) -> "Callable[[], str | None]":
-    """Start hashing ``path`` in a thread and return a function that waits for the digest.
+@contextlib.contextmanager
+def _sha256_beside(path: Path | None) -> "Iterator[Callable[[], str | None]]":
+    """Hash ``path`` in a thread while the block runs; yields a function that waits for the digest.
 
     ``hashlib`` releases the GIL on large blocks, so the hash (about 1 s per GB) runs beside
-    the gating instead of before or after it.
+    the gating instead of before or after it. Leaving the block stops the hash if it is still
+    running (the gating failed) and waits for its thread, so that it does not read on beside
+    whatever the process does next (the next file of a job).
     """
-    import threading
-
     found: list[str | None] = []
     failed: list[BaseException] = []
+    stop = threading.Event()
 
     def work() -> None:
         try:
-            found.append(_sha256(path))
+            found.append(_sha256(path, stop))
         except BaseException as exc:  # re-raised in the caller's thread
             failed.append(exc)
 
@@ -840,7 +848,11 @@ def _sha256_started(path: Path | None) -> "Callable[[], str | None]":
             raise failed[0]
         return found[0]
 
-    return digest
+    try:
+        yield digest
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _versions() -> dict[str, str | None]:
