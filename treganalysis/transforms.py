@@ -207,9 +207,13 @@ def _solve_offset(ax: np.ndarray, k: _LogicleConstants) -> np.ndarray:
             if active.size == 0:
                 break
             sa = s[active]
-            ebs = np.exp(k.b * sa)
-            eds = np.exp(-k.d * sa)
-            g = k.p * np.expm1(k.b * sa) - k.q * np.expm1(-k.d * sa) - ax[active]
+            # expm1 gives the residual without cancellation and, plus one, the exponentials of
+            # the derivative: two transcendental calls a round instead of four
+            ebs = np.expm1(k.b * sa)
+            eds = np.expm1(-k.d * sa)
+            g = k.p * ebs - k.q * eds - ax[active]
+            ebs += 1.0
+            eds += 1.0
             step = g / (k.p * k.b * ebs + k.q * k.d * eds)
             s[active] = sa - step
             # Quadratic convergence: once a step is at rounding level, the next is ~0.
