@@ -123,12 +123,15 @@ def test_a_failed_gating_stops_the_file_hash_beside_it(fcs, monkeypatch):
     import treganalysis.gating.strategy as strategy
     from treganalysis.errors import TregAnalysisError
 
-    started = threading.Event()
+    started, stopped = threading.Event(), threading.Event()
 
     def endless_hash(path, stop=None):  # a file that takes long to hash: reads until stopped
         started.set()
         deadline = time.monotonic() + 10
-        while not (stop is not None and stop.is_set()) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                stopped.set()
+                raise RuntimeError("stopped")
             time.sleep(0.005)
         return None
 
@@ -136,5 +139,19 @@ def test_a_failed_gating_stops_the_file_hash_beside_it(fcs, monkeypatch):
     config = {"panel": {"channels": {"cd25": "no such channel"}}}
     with pytest.raises(TregAnalysisError):
         gate_sample(read_fcs(fcs), config)
-    assert started.is_set()
+    assert started.is_set() and stopped.is_set()  # stopped, not waited out
     assert not [t for t in threading.enumerate() if t.name == "sha256"]
+
+
+def test_a_stopped_hash_raises_instead_of_giving_a_digest(tmp_path):
+    """A hash stopped before the end of its file is an error, never a digest (nor None), so a
+    digest asked for after the gating's block cannot pass for the file's."""
+    import treganalysis.gating.strategy as strategy
+
+    path = tmp_path / "events.bin"
+    path.write_bytes(b"\0" * (3 << 20))
+    stop = threading.Event()
+    assert len(strategy._sha256(path, stop)) == 64
+    stop.set()
+    with pytest.raises(RuntimeError, match="stopped before the end of the file"):
+        strategy._sha256(path, stop)

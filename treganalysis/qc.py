@@ -272,10 +272,12 @@ def _kept_subsample(keep: np.ndarray, m: int | None) -> np.ndarray | slice:
     if spaced is None:
         return np.flatnonzero(keep)
     # the kept events' positions block by block, each block keeping those of the wanted ranks:
-    # no index of every kept event (8 bytes each) is made to take a quarter of them
+    # no index of every kept event (8 bytes each) is made to keep a fraction of them
     out = np.empty(spaced.size, dtype=np.intp)
     before = done = 0  # kept events before the block; ranks placed so far
     for start in range(0, keep.size, _RANK_BLOCK):
+        if done == spaced.size:
+            break
         positions = np.flatnonzero(keep[start : start + _RANK_BLOCK])
         stop = done + int(np.searchsorted(spaced[done:], before + positions.size))
         ranks = spaced[done:stop] - before

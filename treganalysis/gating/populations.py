@@ -26,8 +26,7 @@ Z95 = 1.959963984540054  # the standard normal's 97.5% quantile (two-sided 95% i
 _N_CODES = 1 << 16  # a float32's top 16 bits: sign, exponent, 7 mantissa bits (a bucket 0.8% wide)
 _MAX_SIGNATURE_BITS = 20  # more populations than this: medians one population at a time
 _MAX_SIGNATURES = 256  # ... and more distinct sets of them (each is a 65,536-bucket histogram)
-_EXPONENT = 0x7F80  # a code's exponent bits; all set for infinities and NaN
-_ALL_ONES_EXPONENT = np.flatnonzero((np.arange(_N_CODES) & _EXPONENT) == _EXPONENT)
+_EXPONENT = 0x7F80  # a code's exponent bits: all set for infinities and NaN (codes 0x7F80-0x7FFF, 0xFF80-0xFFFF)
 
 
 def population_table(sample: Sample, masks: Mapping[str, np.ndarray], parents: Mapping[str, str],
@@ -156,8 +155,8 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
                 np.add(offset, column.view(np.uint32) >> np.uint32(16), out=key)
         histogram = np.bincount(key, minlength=n_signatures * width).reshape(n_signatures, width)
         # a NaN has an all-ones exponent: only a column with such codes is searched for one
-        codes_nan_like = (histogram[:, _ALL_ONES_EXPONENT].any() if slot_code is None
-                          else bool(np.any((slot_code & _EXPONENT) == _EXPONENT)))
+        codes_nan_like = (bool(histogram[:, _EXPONENT:0x8000].any() or histogram[:, 0x8000 | _EXPONENT:].any())
+                          if slot_code is None else bool(np.any((slot_code & _EXPONENT) == _EXPONENT)))
         if codes_nan_like and np.isnan(column).any():  # np.median's NaN rules
             _medians_one_by_one(column, masks, out)
             continue

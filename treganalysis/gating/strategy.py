@@ -807,22 +807,24 @@ class _NotAvailable(Exception):
     """A gate that cannot be drawn for this sample (too few events): NA, not absent."""
 
 
-def _sha256(path: Path | None, stop: "threading.Event | None" = None) -> str | None:
-    """The file's SHA-256 (hex), read by blocks of 1 MB; None without a path or once ``stop`` is set."""
+def _sha256(path: Path | None, stop: threading.Event | None = None) -> str | None:
+    """The file's SHA-256 (hex), read by blocks of 1 MB; None without a path. A RuntimeError once
+    ``stop`` is set."""
     if path is None:
         return None
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             if stop is not None and stop.is_set():
-                return None
+                raise RuntimeError(f"{path}: the SHA-256 was stopped before the end of the file")
             digest.update(block)
     return digest.hexdigest()
 
 
 @contextlib.contextmanager
-def _sha256_beside(path: Path | None) -> "Iterator[Callable[[], str | None]]":
-    """Hash ``path`` in a thread while the block runs; yields a function that waits for the digest.
+def _sha256_beside(path: Path | None) -> Iterator[Callable[[], str | None]]:
+    """Hash ``path`` in a thread while the block runs; yields a function that waits for the digest
+    (to be called inside the block: after it, a hash that was stopped raises its RuntimeError).
 
     ``hashlib`` releases the GIL on large blocks, so the hash (about 1 s per GB) runs beside
     the gating instead of before or after it. Leaving the block stops the hash if it is still
