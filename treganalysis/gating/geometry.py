@@ -34,7 +34,7 @@ __all__ = ["rectangle", "polygon", "ellipse", "quadrant", "boolean"]
 # A covariance matrix whose condition number exceeds this cannot be inverted without its
 # rounding errors deciding which events are inside.
 _MAX_CONDITION = 1e12
-_ELLIPSE_BLOCK = 65536  # events per block of an ellipse's evaluation
+_ELLIPSE_BLOCK = 16384  # events per block of an ellipse's evaluation (about 0.5 MB of float64 temporaries)
 
 Bound = float | None
 

@@ -138,12 +138,16 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
             _medians_one_by_one(column, masks, out)
             continue
         if dense:
-            code = column.view(np.uint32) >> np.uint32(16)
+            # the codes as intp once (np.bincount and np.take would each convert them), then
+            # renumbered in place: the key is built with no other event-sized temporary
+            code = np.right_shift(column.view(np.uint32), np.uint32(16), dtype=np.intp)
             slot_code = np.flatnonzero(np.bincount(code, minlength=_N_CODES))
             lookup = np.zeros(_N_CODES, dtype=np.intp)
             lookup[slot_code] = np.arange(slot_code.size)
             width = slot_code.size
-            np.add(signature * width, lookup[code], out=key)
+            lookup.take(code, out=code, mode="clip")
+            np.multiply(signature, width, out=key)
+            key += code
             del code
         else:
             slot_code, width = None, _N_CODES
