@@ -108,7 +108,10 @@ def population_medians(columns: Sequence[np.ndarray], masks: Mapping[str, np.nda
     signature, membership, per_signature = (_signatures([masks[name] for name in names])
                                             if len(names) <= _MAX_SIGNATURE_BITS else (None, None, None))
     if membership is None or membership.shape[1] > _MAX_SIGNATURES:  # not a hierarchy: one at a time
-        return {name: [_median(c[np.flatnonzero(masks[name])]) for c in columns] for name in names}
+        plain: dict[str, list[float]] = {name: [] for name in names}
+        for column in columns:
+            _medians_one_by_one(np.asarray(column), masks, plain)
+        return plain
     n_signatures = membership.shape[1]
     counts = (membership.astype(np.int64) @ per_signature).tolist()
     weights = membership.astype(np.float64)
