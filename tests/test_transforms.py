@@ -108,6 +108,20 @@ def test_fallback_without_table_matches_flowkit():
     np.testing.assert_allclose(logicle(x, *params), expected, rtol=0, atol=1e-9)
 
 
+def test_logicle_once_is_logicle_without_caching_its_table():
+    # the gating job's transform: per-sample W, a table built for the one column and then freed
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.normal(0.0, 300.0, 5000), rng.lognormal(8.0, 1.5, 5000), [0.0, np.nan, np.inf, 1e9]])
+    params = (262144.0, 0.6173, 4.5, 0.0)  # a W no other test uses
+    for data in (x, x.astype(np.float32), np.asfortranarray(np.stack([x, -x], axis=1))):
+        transforms._logicle_table.cache_clear()
+        got = transforms._logicle_once(data, *params)
+        assert transforms._logicle_table.cache_info().currsize == 0
+        expected = logicle(data, *params)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+
+
 # --------------------------------------------------------------------------------------
 # Constants and special points
 # --------------------------------------------------------------------------------------

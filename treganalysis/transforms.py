@@ -449,16 +449,29 @@ def logicle(
     >>> [round(float(v), 6) for v in y]
     [0.111111, 1.0]
     """
+    return _logicle(x, T, W, M, A, _logicle_table)
+
+
+def _logicle_once(x: ArrayLike, T: float, W: float, M: float, A: float) -> np.ndarray:
+    """:func:`logicle` with a table built for this call and not cached: for parameters estimated
+    per sample (a gating job's own W for each channel), which later calls rarely repeat. The
+    table (about 180 KB in float32) is freed with the call instead of staying among the cached
+    ones for the rest of the process."""
+    return _logicle(x, T, W, M, A, _logicle_table.__wrapped__)
+
+
+def _logicle(x: ArrayLike, T: float, W: float, M: float, A: float, table_of) -> np.ndarray:
+    """:func:`logicle` with its table from ``table_of(T, W, M, A, dtype_char)``."""
     t, w, m, a = _check_logicle_parameters(T, W, M, A)
     arr = _as_float_array(x)
     if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous:
         # a column block such as events[:, channels]: work on its C-ordered view, no copy
-        return logicle(arr.T, T, W, M, A).T
+        return _logicle(arr.T, T, W, M, A, table_of).T
     dtype = arr.dtype
     out = np.empty(arr.shape, dtype=dtype)
     if arr.size == 0:
         return out
-    table = _logicle_table(t, w, m, a, dtype.char)
+    table = table_of(t, w, m, a, dtype.char)
     if table is None:
         out[...] = _logicle_exact(arr.reshape(-1), _logicle_constants(t, w, m, a)).reshape(arr.shape)
         return out

@@ -31,7 +31,7 @@ from ..errors import PanelError, TregAnalysisError
 from ..panel import merge_aliases, resolve_panel
 from ..qc import QCResult, RawChecks, margin_events, qc_sample, raw_checks
 from ..sample import Sample
-from ..transforms import estimate_logicle_w, logicle, logicle_inverse
+from ..transforms import _logicle_once, estimate_logicle_w, logicle_inverse
 from .density import Threshold, binned_density, quantile_threshold, tail_threshold, valley_threshold
 from .geometry import ellipse
 from .mixture import fit_gaussian_mixture, predict_proba
@@ -511,7 +511,8 @@ def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[
             W = min(estimate_logicle_w(every, T=T, M=M), M / 2)
             params[channel] = {"transform": "logicle", "T": T, "W": W, "M": M, "A": A}
         p = params[channel]
-        out[channel] = logicle(column, T=p["T"], W=p["W"], M=p["M"], A=p["A"])
+        # W is this sample's (or its group's): the table is built for this column only
+        out[channel] = _logicle_once(column, p["T"], p["W"], p["M"], p["A"])
     return out, params
 
 
