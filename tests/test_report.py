@@ -123,6 +123,18 @@ def test_bin2d_counts_each_event_once_rows_along_y(bins):
     assert one[iy[0], ix[0]] == 1 and one.sum() == 1  # row = y, column = x (a heatmap's z)
 
 
+@pytest.mark.parametrize("bins", [BINS_2D, 7])
+def test_bin2d_names_nan_instead_of_counting_it_somewhere(bins):
+    x = np.array([0.1, np.nan, 0.5, np.nan])
+    y = np.array([np.nan, 0.2, 0.3, np.nan])
+    for a, b, name in ((x, np.full(4, 0.5), "x"), (np.full(4, 0.5), y, "y"), (x, y, "x")):
+        with pytest.raises(TregAnalysisError, match=rf"bin2d: {name} holds 2 NaN value\(s\).*np.isfinite"):
+            bin2d(a, b, (0.0, 1.0), (0.0, 1.0), bins)
+    # infinities are clipped to the edge bins, as any value beyond the range
+    counts = bin2d(np.array([-np.inf, np.inf]), np.array([0.5, 0.5]), (0.0, 1.0), (0.0, 1.0), bins)
+    assert counts[bins // 2, 0] == 1 and counts[bins // 2, bins - 1] == 1 and counts.sum() == 2
+
+
 def test_bin2d_matches_histogram2d_away_from_edges():
     rng = np.random.default_rng(1)
     bins = 32

@@ -45,16 +45,27 @@ def bin2d(x: np.ndarray, y: np.ndarray, x_range: tuple[float, float], y_range: t
     -------
     ndarray of uint32, shape (bins, bins)
         Rows along ``y``, columns along ``x`` (as a heatmap's ``z``).
+
+    Raises
+    ------
+    TregAnalysisError
+        If ``x`` or ``y`` holds NaN: such an event has no place on the grid (acquisition QC
+        removes them before gating; select ``np.isfinite(x) & np.isfinite(y)`` first).
     """
-    ix = _index(x, x_range, bins)
-    iy = _index(y, y_range, bins)
+    ix = _index(x, x_range, bins, "x")
+    iy = _index(y, y_range, bins, "y")
     return np.bincount(iy * bins + ix, minlength=bins * bins).astype(np.uint32).reshape(bins, bins)
 
 
-def _index(v: np.ndarray, span: tuple[float, float], bins: int) -> np.ndarray:
+def _index(v: np.ndarray, span: tuple[float, float], bins: int, name: str) -> np.ndarray:
     lo, hi = span
     scaled = (np.asarray(v, dtype=np.float32) - np.float32(lo)) * np.float32(bins / (hi - lo))
-    return np.clip(scaled, 0, bins - 1).astype(np.intp)
+    np.clip(scaled, 0, bins - 1, out=scaled)
+    # NaN survives the clip (and would be cast to an arbitrary integer): the max and min are NaN then
+    if scaled.size and np.isnan(scaled.max()):
+        raise TregAnalysisError(f"bin2d: {name} holds {int(np.isnan(scaled).sum())} NaN value(s), which have no bin; "
+                                "keep the events where np.isfinite(x) & np.isfinite(y) first")
+    return scaled.astype(np.intp)
 
 
 def gate_views(result: "GatingResult", bins: int = BINS_2D) -> dict[str, Any]:
