@@ -343,7 +343,7 @@ def test_refuses_bad_events(x, message) -> None:
     ({"tol": float("nan")}, r"tol must be a finite number >= 0"),
     ({"reg_covar": -1.0}, r"reg_covar must be a finite number >= 0"),
     ({"reg_covar": "x"}, r"reg_covar must be a finite number >= 0"),
-    ({"threads": 0}, r"^fit_gaussian_mixture: threads must be a whole number of at least 1, not 0$"),
+    ({"threads": 0}, r"^fit_gaussian_mixture: threads must be an integer >= 1; got 0$"),
 ])
 def test_refuses_bad_parameters(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):

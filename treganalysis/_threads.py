@@ -9,23 +9,17 @@ results do not depend on the number of threads.
 from __future__ import annotations
 
 import contextvars
-import operator
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from ._checks import check_integer
 
 
 def check_threads(threads: Any, what: str | None = None) -> int:
     """``threads`` as a positive int (a numpy integer too), or a ValueError (its message
     starting with ``what:`` when given, the function that was called)."""
-    try:
-        count = operator.index(threads) if not isinstance(threads, bool) else None
-    except TypeError:
-        count = None
-    if count is None or count < 1:
-        prefix = f"{what}: " if what else ""
-        raise ValueError(f"{prefix}threads must be a whole number of at least 1, not {threads!r}")
-    return count
+    return check_integer(threads, "threads", 1, what)
 
 
 def together(calls: Sequence[Callable[[], Any]], threads: int = 1) -> list[Any]:

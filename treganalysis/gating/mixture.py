@@ -21,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import operator
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._checks import check_integer
 from .._threads import check_threads, together
 
 __all__ = ["Mixture", "fit_gaussian_mixture", "predict_proba"]
@@ -104,18 +104,6 @@ def _events(x: ArrayLike, what: str) -> np.ndarray:
         bad = int(arr.shape[0] - np.count_nonzero(finite))
         raise ValueError(f"{what}: x must be finite; {bad} of {arr.shape[0]} events have a NaN or infinite value")
     return arr
-
-
-def _integer(value: object, what: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"fit_gaussian_mixture: {what} must be an integer >= {minimum}; got {value!r}")
-    try:
-        result = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise ValueError(f"fit_gaussian_mixture: {what} must be an integer >= {minimum}; got {value!r}") from None
-    if result < minimum:
-        raise ValueError(f"fit_gaussian_mixture: {what} must be an integer >= {minimum}; got {result}")
-    return int(result)
 
 
 def _nonnegative(value: object, what: str) -> float:
@@ -214,10 +202,10 @@ def fit_gaussian_mixture(
     and one ``(k d, n)`` float64 arrays.
     """
     what = "fit_gaussian_mixture"
-    k = _integer(n_components, "n_components", 1)
-    max_iter = _integer(max_iter, "max_iter", 1)
-    n_init = _integer(n_init, "n_init", 1)
-    seed = _integer(seed, "seed", 0)
+    k = check_integer(n_components, "n_components", 1, what)
+    max_iter = check_integer(max_iter, "max_iter", 1, what)
+    n_init = check_integer(n_init, "n_init", 1, what)
+    seed = check_integer(seed, "seed", 0, what)
     tol = _nonnegative(tol, "tol")
     reg_covar = _nonnegative(reg_covar, "reg_covar")
     threads = check_threads(threads, what)
