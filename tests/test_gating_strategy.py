@@ -221,6 +221,26 @@ def gated(tmp_path_factory):
     return path, gate_sample(read_fcs(path)), events, labels, cfg
 
 
+def test_estimated_logicle_tables_are_not_cached_given_ones_are(gated):
+    # a W estimated for this sample is used once (its table freed); a given W (pooled gating, FMO
+    # controls) is shared by several files, which logicle's cache serves
+    from treganalysis import transforms
+    from treganalysis.gating import strategy
+
+    path, result, *_ = gated
+    comp = compensate(read_fcs(path))
+    _, _, channels = strategy._setup(comp, {})
+    transforms._logicle_table.cache_clear()
+    data, params = strategy._transform(comp, channels, {})
+    logicle_channels = [c for c, p in params.items() if p["transform"] == "logicle"]
+    assert len(logicle_channels) >= 3 and transforms._logicle_table.cache_info().currsize == 0
+    again, _ = strategy._transform(comp, channels, {}, fixed=params)
+    assert transforms._logicle_table.cache_info().currsize == len(logicle_channels)
+    for channel in data:
+        np.testing.assert_array_equal(again[channel], data[channel])
+        np.testing.assert_array_equal(data[channel], result.transformed[channel])
+
+
 def test_gating_a_column_major_sample_in_place_gives_the_same_result(gated):
     """What a gating job does (read_fcs(order="F"), gate_sample(copy=False): compensation
     overwrites the sample's events) changes no number of the result."""

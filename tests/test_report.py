@@ -130,6 +130,9 @@ def test_bin2d_names_nan_instead_of_counting_it_somewhere(bins):
     for a, b, name in ((x, np.full(4, 0.5), "x"), (np.full(4, 0.5), y, "y"), (x, y, "x")):
         with pytest.raises(TregAnalysisError, match=rf"bin2d: {name} holds 2 NaN value\(s\).*np.isfinite"):
             bin2d(a, b, (0.0, 1.0), (0.0, 1.0), bins)
+    for x_range in ((0.0, np.nan), (1.0, 0.0), (-np.inf, 1.0), (0.5, 0.5)):
+        with pytest.raises(TregAnalysisError, match=r"bin2d: x_range must be two finite numbers, low < high"):
+            bin2d(np.full(4, 0.5), np.full(4, 0.5), x_range, (0.0, 1.0), bins)
     # infinities are clipped to the edge bins, as any value beyond the range
     counts = bin2d(np.array([-np.inf, np.inf]), np.array([0.5, 0.5]), (0.0, 1.0), (0.0, 1.0), bins)
     assert counts[bins // 2, 0] == 1 and counts[bins // 2, bins - 1] == 1 and counts.sum() == 2

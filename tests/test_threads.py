@@ -86,7 +86,7 @@ def test_together_takes_a_numpy_integer():
     assert together([lambda: 1, lambda: 2], np.int64(2)) == [1, 2]
 
 
-@pytest.mark.parametrize("threads", [0, -1, 1.5, "2", True, None])
+@pytest.mark.parametrize("threads", [0, -1, 1.5, "2", True, np.True_, None])
 def test_together_refuses_a_thread_count_that_is_not_a_positive_whole_number(threads):
     with pytest.raises(ValueError, match=r"threads must be an integer >= 1; got "):
         together([lambda: 1], threads)

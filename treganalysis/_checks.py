@@ -17,5 +17,6 @@ def check_integer(value: Any, name: str, minimum: int, caller: str | None = None
     except TypeError:
         result = None
     if result is None or result < minimum:
-        raise ValueError(f"{prefix}{name} must be an integer >= {minimum}; got {value!r}")
+        shown = repr(value) if result is None else result  # a numpy integer as its number
+        raise ValueError(f"{prefix}{name} must be an integer >= {minimum}; got {shown}")
     return int(result)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -454,13 +455,14 @@ def logicle(
 
 def _logicle_once(x: ArrayLike, T: float, W: float, M: float, A: float) -> np.ndarray:
     """:func:`logicle` with a table built for this call and not cached: for parameters estimated
-    per sample (a gating job's own W for each channel), which later calls rarely repeat. The
-    table (about 180 KB in float32) is freed with the call instead of staying among the cached
-    ones for the rest of the process."""
+    for one sample (the gating's own W of each channel), which no later call repeats. The table
+    (about 180 KB in float32) is freed with the call instead of staying among the cached ones
+    for the rest of the process."""
     return _logicle(x, T, W, M, A, _logicle_table.__wrapped__)
 
 
-def _logicle(x: ArrayLike, T: float, W: float, M: float, A: float, table_of) -> np.ndarray:
+def _logicle(x: ArrayLike, T: float, W: float, M: float, A: float,
+             table_of: Callable[[float, float, float, float, str], _LogicleTable | None]) -> np.ndarray:
     """:func:`logicle` with its table from ``table_of(T, W, M, A, dtype_char)``."""
     t, w, m, a = _check_logicle_parameters(T, W, M, A)
     arr = _as_float_array(x)

@@ -49,8 +49,9 @@ def bin2d(x: np.ndarray, y: np.ndarray, x_range: tuple[float, float], y_range: t
     Raises
     ------
     TregAnalysisError
-        If ``x`` or ``y`` holds NaN: such an event has no place on the grid (acquisition QC
-        removes them before gating; select ``np.isfinite(x) & np.isfinite(y)`` first).
+        If a range is not two finite numbers in increasing order, or ``x`` or ``y`` holds NaN:
+        such an event has no place on the grid (acquisition QC removes them before gating;
+        select ``np.isfinite(x) & np.isfinite(y)`` first).
     """
     ix = _index(x, x_range, bins, "x")
     iy = _index(y, y_range, bins, "y")
@@ -59,6 +60,8 @@ def bin2d(x: np.ndarray, y: np.ndarray, x_range: tuple[float, float], y_range: t
 
 def _index(v: np.ndarray, span: tuple[float, float], bins: int, name: str) -> np.ndarray:
     lo, hi = span
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise TregAnalysisError(f"bin2d: {name}_range must be two finite numbers, low < high; got {tuple(span)}")
     scaled = (np.asarray(v, dtype=np.float32) - np.float32(lo)) * np.float32(bins / (hi - lo))
     np.clip(scaled, 0, bins - 1, out=scaled)
     # NaN survives the clip (and would be cast to an arbitrary integer): the max and min are NaN then
@@ -104,7 +107,9 @@ def gate_views(result: "GatingResult", bins: int = BINS_2D) -> dict[str, Any]:
     outside the range left out, as ``np.histogram`` leaves them. An event within float32
     rounding of a bin edge may be counted in the bin beside the one ``np.histogram`` (which
     compares it with float32 edges) puts it in, and one at the very top of the range may be
-    left out (a few events in a million, in the simulated samples).
+    left out (a few events in a million, in the simulated samples). Events are expected without
+    NaN (acquisition QC removes them): the folded views give a NaN some slot on the grid, where
+    :func:`bin2d` refuses it.
     """
     sample = result.sample
     data = dict(result.transformed)

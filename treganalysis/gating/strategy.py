@@ -31,7 +31,7 @@ from ..errors import PanelError, TregAnalysisError
 from ..panel import merge_aliases, resolve_panel
 from ..qc import QCResult, RawChecks, margin_events, qc_sample, raw_checks
 from ..sample import Sample
-from ..transforms import _logicle_once, estimate_logicle_w, logicle_inverse
+from ..transforms import _logicle_once, estimate_logicle_w, logicle, logicle_inverse
 from .density import Threshold, binned_density, quantile_threshold, tail_threshold, valley_threshold
 from .geometry import ellipse
 from .mixture import fit_gaussian_mixture, predict_proba
@@ -501,9 +501,14 @@ def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[
             out[channel] = column
             params[channel] = {"transform": "linear"}
             continue
+        # A W estimated here is this sample's alone: its table is built for this column and freed
+        # (a cached one would hold memory for nothing). A given W (a group's, or the sample's for
+        # its FMO controls) is shared by the files gated with it: logicle's cache serves them.
+        apply = logicle
         if fixed and channel in fixed:
             params[channel] = dict(fixed[channel])
         else:
+            apply = _logicle_once
             j = sample.index(channel)
             T = float(sample.ranges[j]) if sample.ranges and sample.ranges[j] > 0 else 262144.0
             every = column[:: max(1, -(-column.size // W_EVENTS))]
@@ -511,8 +516,7 @@ def _transform(sample: Sample, channels: Mapping[str, str | None], cfg: Mapping[
             W = min(estimate_logicle_w(every, T=T, M=M), M / 2)
             params[channel] = {"transform": "logicle", "T": T, "W": W, "M": M, "A": A}
         p = params[channel]
-        # W is this sample's (or its group's): the table is built for this column only
-        out[channel] = _logicle_once(column, p["T"], p["W"], p["M"], p["A"])
+        out[channel] = apply(column, p["T"], p["W"], p["M"], p["A"])
     return out, params
 
 
