@@ -29,7 +29,7 @@ from .._threads import check_threads, together
 from ..compensation import compensate
 from ..errors import PanelError, TregAnalysisError
 from ..panel import merge_aliases, resolve_panel
-from ..qc import QCResult, RawChecks, margin_events, qc_sample, raw_checks
+from ..qc import QCResult, RawChecks, _spaced, margin_events, qc_sample, raw_checks
 from ..sample import Sample
 from ..transforms import _logicle_once, estimate_logicle_w, logicle, logicle_inverse
 from .density import Threshold, binned_density, quantile_threshold, tail_threshold, valley_threshold
@@ -728,9 +728,9 @@ class _Engine:
         """The Gaussian-mixture component nearest the lymphocyte target, to its density quantile.
 
         The mixture is fitted by :func:`treganalysis.gating.mixture.fit_gaussian_mixture` (EM
-        from k-means++ starts, scikit-learn's algorithm) on a subsample, best of ``starts``
-        starts: a single start ends in a worse optimum that splits the lymphocytes for about a
-        quarter of samples. Returns which events are inside: of every event when ``whole``,
+        from k-means++ starts, scikit-learn's algorithm) on an evenly spaced subsample (at most
+        ``subsample`` events, in file order), best of ``starts`` starts: a single start ends in
+        a worse optimum that splits the lymphocytes for about a quarter of samples. Returns which events are inside: of every event when ``whole``,
         else of the parent's (``idx``).
         """
         try:
@@ -744,8 +744,10 @@ class _Engine:
             fit = self.fitted[name]
         else:
             size = int(gate.get("subsample", 20000))
-            rng = np.random.default_rng(0)  # the same subsample for the same events
-            chosen = idx if idx.size <= size else idx[rng.choice(idx.size, size, replace=False)]
+            # evenly spaced in file order: the same subsample for the same events, spread over the
+            # whole acquisition, and no random generator to import
+            spaced = _spaced(idx.size, size)
+            chosen = idx if spaced is None else idx[spaced]
             fit_on = np.column_stack((events[:, fsc][chosen], events[:, ssc][chosen])) / top  # to [0, 1]
             try:
                 gmm = fit_gaussian_mixture(fit_on, int(gate.get("components", 3)), seed=0,
