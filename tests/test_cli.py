@@ -281,7 +281,7 @@ def test_a_gating_job_imports_numpy_only(tmp_path):
     """Issue 8: per-sample jobs stay lean (each of these costs 0.3-2 s of start-up per job); the
     cohort, stats and report commands import them. As the workflow runs it (default template,
     settings as JSON) a gating job does not even import PyYAML (nor numpy.ma, nor numpy.random,
-    2.5 MB of its memory, nor the simulator for ``simulate --visits``' choices); with a YAML
+    about 2 MB of its memory, nor the simulator for ``simulate --visits``' choices); with a YAML
     config it does, and its provenance records PyYAML's version."""
     from treganalysis.simulate import simulate_cohort
 

@@ -634,6 +634,30 @@ def test_unknown_override_name_is_refused(gated):
         gate_sample(sample, {"gating": {"overrides": {"cd25": {"method": "magic"}}}})
 
 
+def test_lymphocyte_mixture_is_fitted_on_an_evenly_spaced_subsample(gated):
+    """At most ``subsample`` of the lymphocyte candidates (the singlets), evenly spaced in file
+    order: the record says how many, and the fit is the same for the same events."""
+    sample = read_fcs(gated[0])
+    candidates = records(gated[1])["lymphocytes"]["events_in"]
+    assert candidates == int(gated[1].mask("singlets").sum()) > 20_000
+    assert records(gated[1])["lymphocytes"]["mixture"]["events"] == 20_000  # the default
+    small = gate_sample(sample, {"gating": {"overrides": {"lymphocytes": {"subsample": 1000}}}})
+    assert records(small)["lymphocytes"]["mixture"]["events"] == 1000
+    again = gate_sample(sample, {"gating": {"overrides": {"lymphocytes": {"subsample": 1000}}}})
+    assert np.array_equal(again.mask("lymphocytes"), small.mask("lymphocytes"))
+    every = gate_sample(sample, {"gating": {"overrides": {"lymphocytes": {"subsample": candidates + 1}}}})
+    assert records(every)["lymphocytes"]["mixture"]["events"] == candidates
+    # a 26th of the candidates still finds nearly the same lymphocytes
+    assert np.mean(small.mask("lymphocytes") != gated[1].mask("lymphocytes")) < 0.02
+
+
+@pytest.mark.parametrize("setting", [{"subsample": 0}, {"subsample": "2e4"}, {"starts": 0}, {"components": 2.5}])
+def test_mixture_settings_must_be_positive_integers(gated, setting):
+    key = next(iter(setting))
+    with pytest.raises(GatingError, match=f"gate 'lymphocytes': {key} must be an integer >= 1"):
+        gate_sample(read_fcs(gated[0]), {"gating": {"overrides": {"lymphocytes": setting}}})
+
+
 def test_misspelt_override_parameter_is_refused(gated):
     with pytest.raises(GatingError):
         gate_sample(read_fcs(gated[0]), {"gating": {"overrides": {"cd25": {"kk": 2}}}})

@@ -9,7 +9,7 @@ The algorithm follows scikit-learn's defaults (``covariance_type="full"``,
 ``init_params="kmeans"``, ``tol=1e-3``, ``reg_covar=1e-6``) step by step, so that both find the
 same components on the same events; only the random numbers of the k-means++ seeding differ
 (Python's ``random.Random`` here, a ``RandomState`` there: the few draws of a seeding do not
-need ``numpy.random``, whose import adds about 2.5 MB to every gating job's memory). When both
+need ``numpy.random``, whose import adds about 2 MB to every gating job's memory). When both
 seedings end in the same k-means partition the two fits agree to rounding error.
 
 EM finds a local maximum of the likelihood, chosen by the seeding. On scatter data a
@@ -144,7 +144,8 @@ def fit_gaussian_mixture(
         Number of components ``k``; at most the number of distinct events.
     seed : int, default 0
         Seed of the k-means++ seeding's generator (Python's ``random.Random``, a Mersenne
-        Twister): the same seed and events give the same fit.
+        Twister, of which only ``random()`` is drawn: its sequence for a seed is the one Python
+        keeps from version to version): the same seed and events give the same fit.
     max_iter : int, default 100
         Most EM iterations per initialisation.
     tol : float, default 1e-3
@@ -427,7 +428,8 @@ def _kmeans_plus_plus(columns: np.ndarray, norms: np.ndarray, k: int, rng: rando
     d, n = columns.shape
     trials = 2 + int(math.log(k))
     centres = np.empty((k, d))
-    centres[0] = columns[:, rng.randrange(n)]
+    # random() alone: the one draw whose sequence for a seed Python keeps across versions
+    centres[0] = columns[:, min(int(rng.random() * n), n - 1)]
     closest = _squared_distances(columns, norms, centres[:1])[0]
     potential = float(closest.sum())
     for c in range(1, k):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._checks import check_integer
 from .._files import read_yaml_mapping
 from .._threads import check_threads, together
 from ..compensation import compensate
@@ -100,7 +101,13 @@ def _check_template(template: Mapping[str, Any], where: str) -> None:
         elif method == "not":
             if gate.get("of") not in known:
                 raise GatingError(f"{where}: gate {name!r}: 'of' must name a population defined above it")
-        elif method not in ("singlet_ratio", "gmm_ellipse"):
+        elif method == "gmm_ellipse":
+            for key, default in (("components", 3), ("starts", 3), ("subsample", 20000)):
+                try:
+                    check_integer(gate.get(key, default), key, 1)
+                except ValueError as exc:
+                    raise GatingError(f"{where}: gate {name!r}: {exc}") from None
+        elif method != "singlet_ratio":
             raise GatingError(f"{where}: gate {name!r} has unknown method {method!r}")
         known.add(name)
     for t, spec in thresholds.items():
@@ -729,8 +736,11 @@ class _Engine:
 
         The mixture is fitted by :func:`treganalysis.gating.mixture.fit_gaussian_mixture` (EM
         from k-means++ starts, scikit-learn's algorithm) on an evenly spaced subsample (at most
-        ``subsample`` events, in file order), best of ``starts`` starts: a single start ends in
-        a worse optimum that splits the lymphocytes for about a quarter of samples. Returns which events are inside: of every event when ``whole``,
+        ``subsample`` events, in file order: the candidates of every stretch of the acquisition
+        alike, and of each file of a pooled group in proportion; it assumes events in
+        acquisition or block order, not interleaved round-robin from several sources), best of
+        ``starts`` starts: a single start ends in a worse optimum that splits the lymphocytes
+        for about a quarter of samples. Returns which events are inside: of every event when ``whole``,
         else of the parent's (``idx``).
         """
         try:
