@@ -102,7 +102,7 @@ def _check_template(template: Mapping[str, Any], where: str) -> None:
             if gate.get("of") not in known:
                 raise GatingError(f"{where}: gate {name!r}: 'of' must name a population defined above it")
         elif method == "gmm_ellipse":
-            for key, default in (("components", 3), ("starts", 3), ("subsample", 20000)):
+            for key, default in _MIXTURE_COUNTS.items():
                 try:
                     check_integer(gate.get(key, default), key, 1)
                 except ValueError as exc:
@@ -434,6 +434,8 @@ def _compensate(sample: Sample, config: Mapping[str, Any], copy: bool = True) ->
 
 
 _THRESHOLD_KEYS = {"marker", "channel", "from", "method", "side", "k", "q", "fallback", "min_depth", "pair", "fmo_quantile"}
+# the lymphocyte mixture's counts and their defaults (a template may set each, an integer >= 1)
+_MIXTURE_COUNTS = {"components": 3, "starts": 3, "subsample": 20000}
 _GATE_KEYS = {"population", "parent", "method", "rule", "of", "k", "components", "target", "quantile", "subsample",
               "starts"}
 
@@ -740,8 +742,8 @@ class _Engine:
         alike, and of each file of a pooled group in proportion; it assumes events in
         acquisition or block order, not interleaved round-robin from several sources), best of
         ``starts`` starts: a single start ends in a worse optimum that splits the lymphocytes
-        for about a quarter of samples. Returns which events are inside: of every event when ``whole``,
-        else of the parent's (``idx``).
+        for about a quarter of samples. Returns which events are inside: of every event when
+        ``whole``, else of the parent's (``idx``).
         """
         try:
             fsc, ssc = self.sample.index("FSC-A"), self.sample.index("SSC-A")
@@ -753,15 +755,15 @@ class _Engine:
         if name in self.fitted:
             fit = self.fitted[name]
         else:
-            size = int(gate.get("subsample", 20000))
+            counts = {key: int(gate.get(key, default)) for key, default in _MIXTURE_COUNTS.items()}
             # evenly spaced in file order: the same subsample for the same events, spread over the
             # whole acquisition, and no random generator to import
-            spaced = _spaced(idx.size, size)
+            spaced = _spaced(idx.size, counts["subsample"])
             chosen = idx if spaced is None else idx[spaced]
             fit_on = np.column_stack((events[:, fsc][chosen], events[:, ssc][chosen])) / top  # to [0, 1]
             try:
-                gmm = fit_gaussian_mixture(fit_on, int(gate.get("components", 3)), seed=0,
-                                           n_init=int(gate.get("starts", 3)), threads=self.threads)
+                gmm = fit_gaussian_mixture(fit_on, counts["components"], seed=0, n_init=counts["starts"],
+                                           threads=self.threads)
             except ValueError as exc:  # too few distinct events, a singular component
                 raise _NotAvailable(f"the lymphocyte mixture cannot be fitted ({exc})") from None
             best = _lymphocyte_component(gmm.means, gmm.weights, gate.get("target", "auto"))
@@ -772,7 +774,7 @@ class _Engine:
                    # the chi-square quantile with 2 degrees of freedom, in closed form
                    "distance_square": -2.0 * math.log1p(-float(gate.get("quantile", 0.95))),
                    "confidence": float(posterior[claimed].mean()) if claimed.any() else 0.0,
-                   "fit": {"events": int(fit_on.shape[0]), "starts": int(gate.get("starts", 3)),
+                   "fit": {"events": int(fit_on.shape[0]), "starts": counts["starts"],
                            "iterations": gmm.n_iter, "converged": gmm.converged,
                            "log_likelihood": gmm.log_likelihood}}
         self.learned[name] = fit
