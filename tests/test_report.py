@@ -23,7 +23,7 @@ import treganalysis as ta
 from treganalysis.cli import main
 from treganalysis.errors import TregAnalysisError
 from treganalysis.fcs import write_fcs
-from treganalysis.report import PLOTLY_JS, write_report, write_sample_pages
+from treganalysis.report import PLOTLY_JS, write_index, write_report, write_sample_pages
 from treganalysis.simulate import simulate_cohort
 from treganalysis.views import BINS_1D, BINS_2D, bin2d, gate_views, load_views, save_views
 
@@ -418,17 +418,74 @@ def test_index_shows_event_counts_as_integers(built):
     assert str(total) in cells and f"{total}.0" not in cells
 
 
+def test_index_row_shows_the_population_table(built):
+    """A sample's CD4 and Treg counts and its Treg % of CD4 on the index are its table's."""
+    table = pd.read_csv(built["results"] / "P01_D5" / "populations.tsv", sep="\t").set_index("population")
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", _row(built["index"], "P01_D5"))
+    assert str(int(table.loc["cd4", "count"])) in cells and str(int(table.loc["treg", "count"])) in cells
+    assert format(table.loc["treg", "pct_cd4"], ".2f") in cells
+
+
+def test_index_row_of_a_table_without_populations_is_failed(built, tmp_path):
+    results = tmp_path / "results"
+    import shutil
+
+    shutil.copytree(built["results"] / "P01_D0", results / "P01_D0")
+    (results / "P01_D0" / "populations.tsv").write_text("count\tparent\n1\tcells\n", encoding="utf-8")
+    write_index(results, tmp_path / "index.html")
+    row = _row((tmp_path / "index.html").read_text(encoding="utf-8"), "P01_D0")
+    assert ">failed</b>" in row and "no population column" in row
+
+
+# -- the index drawn by the statistics' job (the workflow's stats rule) ----------------------------------
+
+
+def test_stats_draws_the_index_that_report_draws(built, tmp_path, capsys):
+    """`stats --index` writes, from the tables it has just written, the page `report --stats` writes."""
+    common = ["--results", str(built["results"]), "--sheet", str(built["root"] / "sheet.tsv")]
+    settings = json.dumps({"dosing_days": [0, 3], "healthy_band": [3.0, 9.0]})
+    index = tmp_path / "pages" / "index.html"  # its folder made as --out's
+    assert main(["stats", *common, "--out", str(tmp_path / "stats"), "--index", str(index),
+                 "--report-json", settings]) == 0
+    assert f"wrote the cohort page {index}" in capsys.readouterr().out
+    assert main(["report", *common, "--stats", str(tmp_path / "stats"), "--config-json", settings,
+                 "--out", str(tmp_path / "site")]) == 0
+    page = index.read_text(encoding="utf-8")
+    assert page == (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert "Treg expansion" in page and "IL-2 doses" in page
+    # and with write_index itself
+    sheet = pd.read_csv(built["root"] / "sheet.tsv", sep="\t", dtype=str)
+    sheet["day"] = sheet["day"].astype(int)
+    assert write_index(built["results"], tmp_path / "plain.html", sheet).read_text(encoding="utf-8") == built["index"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--cohort", "{stats}/longitudinal.tsv"], "--index needs --results and --sheet"),
+    (["{common}", "--report-json", "{not json"], "--report-json: not a JSON mapping"),
+    (["{common}", "--report-json", '{"dosing": [1]}'], "report: unknown setting dosing; known: dosing_days"),
+])
+def test_stats_index_errors_are_one_line(built, tmp_path, capsys, argv, expected):
+    common = ["--results", str(built["results"]), "--sheet", str(built["root"] / "sheet.tsv")]
+    argv = [a for arg in argv for a in (common if arg == "{common}" else [arg.replace("{stats}", str(tmp_path))])]
+    code = main(["stats", *argv, "--out", str(tmp_path), "--index", str(tmp_path / "index.html")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("treganalysis: error: ") and expected in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "index.html").exists()
+
+
 # -- pages drawn one at a time (the workflow's per-sample jobs) -----------------------------------------
 
 
 def test_pages_drawn_one_per_call_are_the_report_pages(built, tmp_path):
-    """`report --sample ID` (one workflow job per sample) draws the page `report` draws, nothing else."""
+    """`report --sample ID` (one workflow job per sample) draws the page `report` draws and the
+    plotly.min.js it loads, nothing else."""
     sheet = built["root"] / "sheet.tsv"
     for sample_id in built["ids"]:
         assert main(["report", "--results", str(built["results"]), "--sheet", str(sheet), "--sample", sample_id,
                      "--out", str(tmp_path / "pages")]) == 0
     assert sorted(p.relative_to(tmp_path / "pages").as_posix() for p in (tmp_path / "pages").rglob("*")
-                  if p.is_file()) == sorted(f"samples/{s}.html" for s in built["ids"])
+                  if p.is_file()) == sorted([PLOTLY_JS] + [f"samples/{s}.html" for s in built["ids"]])
+    assert (tmp_path / "pages" / PLOTLY_JS).read_bytes() == (built["out"] / PLOTLY_JS).read_bytes()
     for sample_id in built["ids"]:
         assert (tmp_path / "pages" / "samples" / f"{sample_id}.html").read_text(encoding="utf-8") == \
             built["pages"][sample_id]

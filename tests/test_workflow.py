@@ -76,8 +76,9 @@ def upstream(graph: dict[str, set[str]], rule: str) -> set[str]:
 
 
 def test_sample_pages_are_drawn_beside_the_statistics(tmp_path):
-    """The sample pages need the gating results only: their job runs beside cohort and stats, and
-    the report job (the cohort index, which needs the statistics) copies them into the site."""
+    """The sample pages need the gating results only: their job runs beside cohort and stats; the
+    stats job draws the cohort index, and the report job only copies the pages and the index into
+    the site (no Python, no pandas, after the statistics)."""
     run = snakemake(tmp_path, "-n", "-p", config=TINY)
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout + run.stderr
@@ -87,12 +88,15 @@ def test_sample_pages_are_drawn_beside_the_statistics(tmp_path):
     simulated = {"simulate_demo_1", "simulate_demo_2", "demo_tables"}
     assert upstream(graph, "sample_pages") == simulated | {"gate"}  # neither cohort nor stats
     assert upstream(graph, "stats") == simulated | {"gate"}  # the statistics join the table beside the cohort job
-    assert {"sample_pages", "stats", "cohort"} <= graph["report"]
+    assert graph["report"] == {"cohort", "sample_pages", "stats"}
     samples = [f"P0{s}_D{d}" for s in (1, 2) for d in (0, 5, 12, 33)]
     pages = [line for line in out.splitlines() if "treganalysis report" in line and "--out results/pages " in line]
     assert len(pages) == 1 and sorted(re.findall(r"--sample (\S+)", pages[0])) == sorted(samples)
-    site = [line for line in out.splitlines() if "treganalysis report" in line and "--out results/report " in line]
-    assert len(site) == 1 and "--pages results/pages" in site[0] and "--sample" not in site[0]
+    stats = [line for line in out.splitlines() if "treganalysis stats" in line]
+    assert len(stats) == 1 and "--index results/pages/index.html --report-json" in stats[0]
+    site = [line for line in out.splitlines() if "results/report/samples/" in line]
+    assert len(site) == 1 and "treganalysis" not in site[0] and "python" not in site[0]
+    assert sorted(re.findall(r"results/pages/samples/(\S+)\.html", site[0])) == sorted(samples)
 
 
 def test_the_demo_simulated_in_parts_is_the_whole_cohort(finished, tmp_path):
@@ -146,9 +150,12 @@ def test_report_site_and_snakemake_report_zip(finished):
     assert set(long[long["population"] == "treg"]["subject"]) == {"P01", "P02"}
     assert {"wilcoxon"} <= set(tests["test"]) and sorted(calls["subject"]) == ["P01", "P02"]
     assert "Treg expansion" in index and "IL-2 doses" in index  # the demo marks its dosing days
-    for page in pages:  # each drawn by its own job, copied into the site
+    for page in pages:  # drawn by the pages job, copied into the site
         drawn = finished / "results" / "pages" / "samples" / f"{page}.html"
         assert (site / "samples" / f"{page}.html").read_bytes() == drawn.read_bytes()
+    # the index drawn by the stats job, and the script written with the pages, copied
+    for name in ("index.html", "plotly.min.js"):
+        assert (site / name).read_bytes() == (finished / "results" / "pages" / name).read_bytes()
     run = snakemake(finished, "--report", "report.zip", config=TINY)
     assert run.returncode == 0, run.stderr[-2000:]
     names = zipfile.ZipFile(finished / "report.zip").namelist()

@@ -211,6 +211,12 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--out", required=True, metavar="DIR", help="folder for the three tables")
     stats.add_argument("--config", metavar="YAML", help="a config whose stats: section sets baseline, responder, ...")
     stats.add_argument("--config-json", metavar="JSON", help="the stats: settings as one JSON mapping (for the workflow)")
+    stats.add_argument("--index", metavar="HTML", help="also draw the cohort page from these statistics (with "
+                       "--results and --sheet): the index.html that `treganalysis report --stats` writes, for a "
+                       "report folder's root; a workflow draws it here, where the tables and pandas are loaded, "
+                       "and copies it into the site with the sample pages (`report --sample`)")
+    stats.add_argument("--report-json", metavar="JSON", help="the report: settings of --index as one JSON mapping "
+                       "(dosing_days, healthy_band, population), over --config's report: section")
     stats.set_defaults(run=_stats)
 
     report = commands.add_parser(
@@ -231,27 +237,33 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--config-json", metavar="JSON", help="the report: settings as one JSON mapping")
     drawn = report.add_mutually_exclusive_group()
     drawn.add_argument("--sample", action="append", metavar="ID",
-                       help="write only this sample's page, OUT/samples/ID.html (repeatable; no index, no "
-                       "plotly.min.js): a workflow draws the pages in a job of their own, beside the statistics, "
-                       "then builds the site with --pages")
+                       help="write only this sample's page, OUT/samples/ID.html, and the OUT/plotly.min.js it "
+                       "loads (repeatable; no index): a workflow draws the pages in a job of their own, beside the "
+                       "statistics, then builds the site from them")
     drawn.add_argument("--pages", metavar="DIR", help="copy the sample pages from DIR/samples/ID.html (written by "
                        "--sample) instead of drawing them again; every sample's page must be there")
     report.set_defaults(run=_report)
     return parser
 
 
-def _section(args: argparse.Namespace, name: str) -> dict:
-    """One section of --config (YAML), updated by --config-json (that section's settings)."""
+def _section(args: argparse.Namespace, name: str, option: str = "config_json") -> dict:
+    """One section of --config (YAML), updated by that section's settings as JSON (--config-json,
+    or the ``option`` named)."""
     config = _read_yaml(args.config).get(name) or {} if args.config else {}
-    if args.config_json:
+    given = getattr(args, option)
+    if given:
         try:
-            config = {**config, **json.loads(args.config_json)}
+            config = {**config, **json.loads(given)}
         except (json.JSONDecodeError, TypeError) as exc:
-            raise TregAnalysisError(f"--config-json: not a JSON mapping: {exc}") from None
+            raise TregAnalysisError(f"--{option.replace('_', '-')}: not a JSON mapping: {exc}") from None
     return config
 
 
 def _stats(args: argparse.Namespace) -> int:
+    if args.index is not None and args.results is None:
+        raise TregAnalysisError("--index needs --results and --sheet: the page lists every sample's QC")
+    # the page's settings read before the statistics run: a malformed mapping costs nothing
+    page_settings = _section(args, "report", "report_json") if args.index is not None else None
     # statsmodels only here, never in gating jobs; its imports (with pandas and scipy's: most of the
     # job's objects) make little garbage (under 1,000 objects, frozen below with the rest), so the
     # collector is off while they run
@@ -276,9 +288,10 @@ def _stats(args: argparse.Namespace) -> int:
         from .cohort import cohort_table
         from .sheet import load_sample_sheet
 
+        sheet = load_sample_sheet(args.sheet, check_files=False)
         # the text `treganalysis cohort` writes, read back: the statistics see the table's values
         # exactly as they would read them from results/cohort/populations.tsv
-        table = cohort_table(load_sample_sheet(args.sheet, check_files=False), args.results)
+        table = cohort_table(sheet, args.results)
         source = io.StringIO(table.to_csv(sep="\t", index=False, lineterminator="\n"))
     elif args.sheet is not None:
         raise TregAnalysisError("--sheet goes with --results (the samples to join); --cohort is the joined table")
@@ -300,6 +313,13 @@ def _stats(args: argparse.Namespace) -> int:
     else:
         print(f"wrote longitudinal.tsv, tests.tsv and responders.tsv to {out}: no subject has a baseline and a later "
               "visit to compare (failed or QC-failed samples are left out)")
+    if args.index is not None:
+        from .report import write_index
+
+        # from the tables as written, as `report --stats` reads them: the same page
+        Path(args.index).parent.mkdir(parents=True, exist_ok=True)
+        page = write_index(args.results, args.index, sheet.reset_index(drop=True), stats=out, settings=page_settings)
+        print(f"wrote the cohort page {page}")
     return 0
 
 
@@ -309,10 +329,10 @@ def _report(args: argparse.Namespace) -> int:
 
     sheet = load_sample_sheet(args.sheet, check_files=False).reset_index(drop=True) if args.sheet else None
     if args.sample:
-        from .report import write_sample_pages
+        from .report import write_plotly_js, write_sample_pages
 
         pages = write_sample_pages(args.results, args.out, args.sample, sheet)
-        print(f"wrote {', '.join(str(p) for p in pages)}")
+        print(f"wrote {', '.join(str(p) for p in pages)} and {write_plotly_js(args.out)}")
         return 0
     pages = write_report(args.results, args.out, sheet, stats=args.stats, settings=_section(args, "report"),
                          pages=args.pages)
