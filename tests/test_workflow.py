@@ -163,6 +163,29 @@ def test_report_site_and_snakemake_report_zip(finished):
     assert sum(n.endswith(".html") and "/samples/" in n for n in names) == len(pages)
 
 
+def test_the_jobs_package_is_compiled_once_for_them(tmp_path):
+    """With PYTHONDONTWRITEBYTECODE set no job writes the package's bytecode cache, so every job
+    compiled it again: the workflow compiles it beside the sources when it starts."""
+    import importlib.util
+
+    checkout = tmp_path / "checkout"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("workflow", "config", "profiles", "treganalysis"):
+        shutil.copytree(REPO / name, checkout / name, ignore=ignore)
+    shutil.copy(REPO / "Snakefile", checkout / "Snakefile")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2"], cwd=checkout,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    sources = sorted((checkout / "treganalysis").rglob("*.py"))
+    assert len(sources) > 20
+    for source in sources:
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        assert cached.is_file(), cached
+        assert cached.stat().st_mtime >= source.stat().st_mtime
+
+
 def test_rerun_executes_nothing(finished):
     run = snakemake(finished, config=TINY)
     assert run.returncode == 0

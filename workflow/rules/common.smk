@@ -1,4 +1,5 @@
 # Configuration and sample sheet: checked before any job runs, every problem listed at once.
+import compileall
 import gc
 import json
 import os
@@ -69,6 +70,12 @@ if POOL_BY != "none":
 # variable is required of the user, so no envvars directive.
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p),
                   PATH=os.pathsep.join(p for p in (os.path.dirname(sys.executable), os.environ.get("PATH")) if p))
+
+# Those jobs' package compiled to bytecode once, beside its sources (git-ignored), as pip compiles
+# what it installs: where PYTHONDONTWRITEBYTECODE is set (containers, CI) no job writes the cache,
+# and every job compiled the package again (0.17 s of a 100k-event gate job's 0.45 s). Up to date,
+# this compares timestamps only (3 ms); a read-only checkout is left as it is.
+compileall.compile_dir(os.path.join(workflow.basedir, "treganalysis"), quiet=2)
 
 # The statistics' and the cohort page's settings, one JSON argument each; the demo marks its doses.
 STATS_SETTINGS = json.dumps(config["stats"])
