@@ -10,6 +10,7 @@ tests/test_report_browser.py.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -426,15 +427,50 @@ def test_index_row_shows_the_population_table(built):
     assert format(table.loc["treg", "pct_cd4"], ".2f") in cells
 
 
-def test_index_row_of_a_table_without_populations_is_failed(built, tmp_path):
-    results = tmp_path / "results"
+def _edited_row(built, tmp_path, edit) -> str:
+    """The index row of P01_D0 after ``edit(text)`` of its populations.tsv."""
     import shutil
 
+    results = tmp_path / "results"
     shutil.copytree(built["results"] / "P01_D0", results / "P01_D0")
-    (results / "P01_D0" / "populations.tsv").write_text("count\tparent\n1\tcells\n", encoding="utf-8")
+    path = results / "P01_D0" / "populations.tsv"
+    path.write_bytes(edit(path.read_text(encoding="utf-8")).encode("utf-8"))
     write_index(results, tmp_path / "index.html")
-    row = _row((tmp_path / "index.html").read_text(encoding="utf-8"), "P01_D0")
-    assert ">failed</b>" in row and "no population column" in row
+    return _row((tmp_path / "index.html").read_text(encoding="utf-8"), "P01_D0")
+
+
+def _set_cell(text: str, population: str, column: str, value: str) -> str:
+    lines = text.splitlines(keepends=True)
+    at = lines[0].rstrip("\n").split("\t").index(column)
+    for i, line in enumerate(lines):
+        fields = line.rstrip("\n").split("\t")
+        if fields[0] == population:
+            fields[at] = value
+            lines[i] = "\t".join(fields) + "\n"
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda t: "count\tparent\n1\tcells\n", "has no population column"),
+    (lambda t: t.replace("\tcount\t", "\tevents\t", 1), "has no count column"),
+    (lambda t: _set_cell(t, "treg", "count", "NA"), "treg count 'NA' is not a number"),
+    (lambda t: _set_cell(t, "treg", "pct_cd4", "n/a"), "treg pct_cd4 'n/a' is not a number"),
+    (lambda t: t + [line for line in t.splitlines(keepends=True) if line.startswith("treg\t")][0],
+     "lists population 'treg' twice"),
+    (lambda t: t.replace("\n", "\textra\n", 2).replace("\textra\n", "\n", 1), "has more fields than columns"),
+])
+def test_index_row_of_a_broken_population_table_is_failed(built, tmp_path, edit, reason):
+    """A table the cohort job would read otherwise, or not at all, is a failed row naming why."""
+    row = _edited_row(built, tmp_path, edit)
+    assert ">failed</b>" in row and html.escape(reason) in row, row
+
+
+def test_index_row_reads_blank_cells_and_a_bom_as_pandas_does(built, tmp_path):
+    table = pd.read_csv(built["results"] / "P01_D0" / "populations.tsv", sep="\t").set_index("population")
+    row = _edited_row(built, tmp_path, lambda t: "\ufeff" + _set_cell(t, "treg", "pct_cd4", ""))
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    assert ">failed</b>" not in row and str(int(table.loc["treg", "count"])) in cells
+    assert format(table.loc["treg", "pct_cd4"], ".2f") not in cells  # blank, as pandas' NaN is shown
 
 
 # -- the index drawn by the statistics' job (the workflow's stats rule) ----------------------------------
@@ -460,17 +496,21 @@ def test_stats_draws_the_index_that_report_draws(built, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--cohort", "{stats}/longitudinal.tsv"], "--index needs --results and --sheet"),
-    (["{common}", "--report-json", "{not json"], "--report-json: not a JSON mapping"),
-    (["{common}", "--report-json", '{"dosing": [1]}'], "report: unknown setting dosing; known: dosing_days"),
+    (["--cohort", "{stats}/longitudinal.tsv", "--index", "{stats}/index.html"], "--index needs --results and --sheet"),
+    (["{common}", "--report-json", "{}"], "--report-json goes with --index"),
+    (["{common}", "--index", "{stats}/index.html", "--report-json", "{not json"], "--report-json: not a JSON mapping"),
+    (["{common}", "--index", "{stats}/index.html", "--report-json", '{"dosing": [1]}'],
+     "report: unknown setting dosing; known: dosing_days"),
 ])
 def test_stats_index_errors_are_one_line(built, tmp_path, capsys, argv, expected):
+    """Mistakes in the page's options stop the job before the statistics are computed or written."""
     common = ["--results", str(built["results"]), "--sheet", str(built["root"] / "sheet.tsv")]
     argv = [a for arg in argv for a in (common if arg == "{common}" else [arg.replace("{stats}", str(tmp_path))])]
-    code = main(["stats", *argv, "--out", str(tmp_path), "--index", str(tmp_path / "index.html")])
+    code = main(["stats", *argv, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("treganalysis: error: ") and expected in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "index.html").exists()
+    assert not (tmp_path / "out").exists()
 
 
 # -- pages drawn one at a time (the workflow's per-sample jobs) -----------------------------------------

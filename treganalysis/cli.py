@@ -262,8 +262,8 @@ def _section(args: argparse.Namespace, name: str, option: str = "config_json") -
 def _stats(args: argparse.Namespace) -> int:
     if args.index is not None and args.results is None:
         raise TregAnalysisError("--index needs --results and --sheet: the page lists every sample's QC")
-    # the page's settings read before the statistics run: a malformed mapping costs nothing
-    page_settings = _section(args, "report", "report_json") if args.index is not None else None
+    if args.report_json is not None and args.index is None:
+        raise TregAnalysisError("--report-json goes with --index (the cohort page's settings)")
     # statsmodels only here, never in gating jobs; its imports (with pandas and scipy's: most of the
     # job's objects) make little garbage (under 1,000 objects, frozen below with the rest), so the
     # collector is off while they run
@@ -276,6 +276,13 @@ def _stats(args: argparse.Namespace) -> int:
     finally:
         if collecting:
             gc.enable()
+    page_settings = None
+    if args.index is not None:
+        from .report import _check_settings
+
+        # the page's settings checked before the statistics run, so a mistake in them costs nothing
+        page_settings = _section(args, "report", "report_json")
+        _check_settings(page_settings)
     # statsmodels' multipletests runs gc.collect() on every call; with the imported modules' objects
     # frozen out of the collector, each call sees only what the statistics made (the job: 6 s -> 4 s;
     # 2.5 s since statsmodels is imported with treganalysis.stats, before the freeze)

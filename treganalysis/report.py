@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -317,12 +318,32 @@ def _cohort_section(cohort: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) 
 
 def _population_rows(path: Path) -> dict[str, dict[str, str]]:
     """A population table's rows as text, by population (the csv module: 24 pages' summaries
-    read this way take 5 ms, with pandas 0.2 s)."""
-    with open(path, newline="", encoding="utf-8") as handle:
+    read this way take 5 ms, with pandas 0.2 s). A table pandas would not read as the cohort
+    job does raises ValueError naming the problem."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # a BOM, as pandas reads it
         reader = csv.DictReader(handle, delimiter="\t")
-        if not reader.fieldnames or "population" not in reader.fieldnames:
-            raise ValueError(f"{path.name} has no population column")
-        return {row["population"]: row for row in reader}
+        missing = [c for c in ("population", "count") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path.name} has no {' or '.join(missing)} column")
+        rows: dict[str, dict[str, str]] = {}
+        for row in reader:
+            if None in row:
+                raise ValueError(f"{path.name} line {reader.line_num} has more fields than columns")
+            if row["population"] in rows:
+                raise ValueError(f"{path.name} lists population {row['population']!r} twice")
+            rows[row["population"]] = row
+        return rows
+
+
+def _number(table: Mapping[str, Mapping[str, str]], population: str, column: str) -> float | None:
+    """A cell as a number: None when the population or the column is absent, NaN when blank."""
+    text = (table.get(population) or {}).get(column)
+    if text is None:
+        return None
+    try:
+        return float(text) if text.strip() else float("nan")
+    except ValueError:
+        raise ValueError(f"populations.tsv: {population} {column} {text!r} is not a number") from None
 
 
 def _sample_summary(sample_id: str, folder: Path, info: Mapping[str, Any]) -> dict[str, Any]:
@@ -330,22 +351,19 @@ def _sample_summary(sample_id: str, folder: Path, info: Mapping[str, Any]) -> di
                                                        if k in info}}
     try:
         record = json.loads((folder / "gates.json").read_text(encoding="utf-8"))
+        if record.get("error"):  # its table holds the failure, not counts
+            return {**row, "qc_status": "failed", "reason": record["error"]}
         table = _population_rows(folder / "populations.tsv")
+        counts = {name: _number(table, name, "count") for name in ("cd4", "treg")}
+        treg_pct = _number(table, "treg", "pct_cd4")
     except (OSError, ValueError) as exc:
         return {**row, "qc_status": "failed", "reason": f"no results ({exc})"}
-    if record.get("error"):
-        return {**row, "qc_status": "failed", "reason": record["error"]}
     qc = record.get("qc") or {}
     row["qc_status"] = qc.get("status", "")
     row["events"] = (qc.get("events") or {}).get("total")
-    for name in ("cd4", "treg"):
-        count = table.get(name, {}).get("count") or ""
-        row[f"{name}_events"] = int(float(count)) if count else None
-    treg = table.get("treg")
-    if treg is not None and "pct_cd4" in treg:
-        row["treg_pct_cd4"] = float(treg["pct_cd4"]) if treg["pct_cd4"] else float("nan")
-    else:
-        row["treg_pct_cd4"] = None
+    for name, count in counts.items():
+        row[f"{name}_events"] = int(count) if count is not None and math.isfinite(count) else None
+    row["treg_pct_cd4"] = treg_pct
     row["reason"] = "; ".join(qc.get("reasons", []))
     return row
 
@@ -373,11 +391,11 @@ def _sample_html(samples: Path, sample_id: str, info: Mapping[str, Any] | None) 
 def write_sample_pages(samples: str | Path, out: str | Path, sample_ids: Sequence[str] | None = None,
                        sheet: pd.DataFrame | None = None) -> list[Path]:
     """Write sample pages only: ``samples/{id}.html`` under ``out``, as :func:`write_report`
-    draws them (no index, no ``plotly.min.js``).
+    draws them (no index, no ``plotly.min.js``: :func:`write_plotly_js`).
 
-    The pages need no statistics: a workflow draws them this way in a job of their own (beside
-    the statistics, or one job per sample) and hands the folder to ``write_report(..., pages=out)``,
-    which copies the pages instead of drawing them again.
+    The pages need no statistics: a workflow draws them this way in a job of their own, beside
+    the statistics, and puts the site together from them and the index (:func:`write_index`);
+    ``write_report(..., pages=out)`` copies them too, instead of drawing them again.
 
     Parameters
     ----------

@@ -43,6 +43,7 @@ rule report:
         report(directory("results/report"), htmlindex="index.html", caption="../report/qc.rst", category="QC"),
     log:
         "logs/report.log",
+    # mkdir and cp need no environment; named as every rule's is (snakemake --lint)
     conda:
         "../envs/treganalysis.yaml"
     shell:
