@@ -569,7 +569,7 @@ def measure_cohort(pairs: int) -> list[dict[int, dict[str, Any]]]:
 
 
 def machine_info() -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import PackageNotFoundError, distributions, version
 
     import numpy as np
 
@@ -583,6 +583,9 @@ def machine_info() -> dict[str, Any]:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = "not installed"
+    # every `snakemake` command imports each installed executor plugin (the SLURM one: pandas and more)
+    plugins = sorted({f"{d.metadata['Name']} {d.version}" for d in distributions()
+                      if (d.metadata["Name"] or "").lower().startswith("snakemake-executor-plugin-")})
     blas = ""
     with contextlib.suppress(Exception):
         from threadpoolctl import threadpool_info
@@ -600,6 +603,7 @@ def machine_info() -> dict[str, Any]:
         "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "nproc": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None, "cpu": cpu,
         "platform": platform.platform(), "python": platform.python_version(), "versions": versions, "blas": blas,
+        "plugins": plugins,
         "numpy_config": np.__version__, "commit": commit, "loadavg": os.getloadavg(),
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
                                                "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
@@ -640,7 +644,8 @@ def render(sizes: list[dict], startup: dict | None, cohort: list[dict] | None, i
         f"after a warm-up; ratio = FlowKit / ours.")
     add("")
     add(f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['platform']}, Python {info['python']}; "
-        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f"; BLAS: {info['blas'] or 'unknown'}; "
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+        + f"; Snakemake executor plugins: {', '.join(info['plugins']) or 'none'}; BLAS: {info['blas'] or 'unknown'}; "
         f"thread variables: " + ", ".join(f"{k}={v}" for k, v in info["env"].items() if v is not None)
         + (" (none set)" if not any(info["env"].values()) else "")
         + f"; load average at start {info['loadavg'][0]:.2f}, at end {info['loadavg_end'][0]:.2f}; "

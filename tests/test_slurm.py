@@ -1,7 +1,8 @@
 """The workflow through Snakemake's SLURM executor plugin on a real single-node cluster.
 
-The cluster is started by `tests/slurm_cluster.py` (Debian's slurm-wlm and munge, installed by
-`.ci/run`); without them the module is skipped, except under CI, where it fails.
+It needs Debian's slurm-wlm and munge (the cluster is started by `tests/slurm_cluster.py`) and the
+executor plugin (the package's `slurm` extra), all installed by `.ci/run`; without them the module
+is skipped, except under CI, where it fails.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ _missing = missing()
 try:
     import snakemake_executor_plugin_slurm  # noqa: F401
 except ImportError:
-    _missing.append("the Python package snakemake-executor-plugin-slurm")
+    _missing.append("the Python package snakemake-executor-plugin-slurm (pip install -e \".[slurm]\")")
 
 if _missing and not _ci:
     pytest.skip(f"no SLURM cluster can be started here: {', '.join(_missing)}", allow_module_level=True)
