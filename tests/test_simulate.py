@@ -19,7 +19,7 @@ from treganalysis.compensation import compensate
 from treganalysis.fcs import read_fcs, write_fcs
 from treganalysis.sample import Spillover
 from treganalysis.simulate import (
-    CLASSES, DEFAULTS, PRESETS, SampleSpec, SimulationError, class_fractions, il2_effect, load_config,
+    CLASSES, DEFAULTS, PRESETS, SampleSpec, SimulationError, class_fractions, cohort_plan, il2_effect, load_config,
     population_masks, simulate_cohort, simulate_events, spillover_matrix,
 )
 
@@ -233,6 +233,17 @@ def test_sample_sheet_is_in_the_workflow_format(cohort):
     for row in sheet.itertuples():
         assert row.lymphocytes_per_ul == pytest.approx(subjects.loc[row.subject, "lymphocytes_per_ul"])
         assert row.arm == subjects.loc[row.subject, "arm"]
+
+
+def test_the_plan_is_the_cohort_simulate_writes(cohort):
+    """The workflow plans the demo's jobs from cohort_plan before anything is simulated; as plain
+    dicts (as_frame=False, no pandas in Snakemake's process) it is the same plan."""
+    plan = cohort_plan(12, "il2-course", healthy=2)
+    written = tsv(cohort / "samples.tsv")[["sample_id", "subject", "day", "batch"]]
+    pd.testing.assert_frame_equal(plan, written, check_dtype=False)
+    assert cohort_plan(12, "il2-course", healthy=2, as_frame=False) == plan.to_dict("records")
+    with pytest.raises(SimulationError, match="unknown visit schedule"):
+        cohort_plan(2, "weekly", as_frame=False)
 
 
 def test_fcs_keywords(cohort):

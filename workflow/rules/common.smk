@@ -1,5 +1,6 @@
 # Configuration and sample sheet: checked before any job runs, every problem listed at once.
 import compileall
+import csv
 import gc
 import json
 import os
@@ -15,7 +16,6 @@ from snakemake.utils import validate
 
 from treganalysis.errors import TregAnalysisError
 from treganalysis.settings import config_problems
-from treganalysis.sheet import load_sample_sheet
 from treganalysis.simulate import PRESETS, cohort_plan
 
 
@@ -25,20 +25,26 @@ if _problems:
                         "(config/config.yaml and --config):\n  - " + "\n  - ".join(_problems))
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 
+# One dict per sample. The demo's are planned without pandas, whose import (0.3-0.4 s) would add to
+# every snakemake command's start; a sample sheet is read and checked with it.
 DEMO = config["samples"] == "demo"
 if DEMO:
     SHEET = "resources/demo/samples.tsv"
-    _sheet = cohort_plan(config["demo"]["subjects"], config["demo"]["visits"]).set_index("sample_id", drop=False)
-    _sheet["fcs"] = [f"resources/demo/fcs/{s}.fcs" for s in _sheet.index]
+    _rows = cohort_plan(config["demo"]["subjects"], config["demo"]["visits"], as_frame=False)
+    for _row in _rows:
+        _row["fcs"] = f"resources/demo/fcs/{_row['sample_id']}.fcs"
 else:
+    from treganalysis.sheet import load_sample_sheet
+
     SHEET = config["samples"]
     try:
         _sheet = load_sample_sheet(SHEET)
     except TregAnalysisError as error:
         raise WorkflowError(str(error)) from None
     validate(_sheet, "../schemas/samples.schema.yaml")
-SAMPLES = list(_sheet.index)
-FCS = dict(zip(_sheet.index, _sheet["fcs"]))
+    _rows = _sheet.to_dict("records")
+SAMPLES = [row["sample_id"] for row in _rows]
+FCS = {row["sample_id"]: row["fcs"] for row in _rows}
 
 # The demo is simulated by DEMO_PARTS jobs (workflow/rules/demo.smk), every DEMO_PARTS-th sample each.
 DEMO_PARTS = 2
@@ -54,9 +60,9 @@ def demo_part(part):
 # Pooled gating: each sample's group (subject or batch), and each group's samples.
 POOL_BY = config["pool_by"]
 if POOL_BY != "none":
-    if POOL_BY not in _sheet.columns or (_sheet[POOL_BY].astype(str).str.strip() == "").any():
+    if any(str(row.get(POOL_BY, "")).strip() == "" for row in _rows):
         raise WorkflowError(f"pool_by: {POOL_BY} needs a {POOL_BY} value for every sample of {SHEET}")
-    GROUP = {s: str(g) for s, g in zip(_sheet.index, _sheet[POOL_BY])}
+    GROUP = {row["sample_id"]: str(row[POOL_BY]) for row in _rows}
     _unsafe = sorted({g for g in GROUP.values() if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", g)})
     if _unsafe:
         raise WorkflowError(f"pool_by: {POOL_BY}: group names are used in file names and may hold only letters, "
@@ -116,16 +122,16 @@ _STARTED = time.time()
 def failed_samples():
     """(sample, reason) of the samples recorded as failed in the cohort table, when this run
     wrote it (a table left by an earlier run is not reported again)."""
-    import pandas as pd
-
     path = "results/cohort/populations.tsv"
     if not os.path.exists(path) or os.path.getmtime(path) < _STARTED:
         return []
-    table = pd.read_csv(path, sep="\t")
-    if "status" not in table or "reason" not in table:
-        return []
-    failed = table[table["status"] == "failed"]
-    return list(zip(failed["sample_id"], failed["reason"]))
+    # the csv module: the demo's Snakemake process has not imported pandas (above); a failed
+    # sample has one row, with the reason
+    with open(path, newline="", encoding="utf-8") as table:
+        rows = csv.DictReader(table, delimiter="\t")
+        if not {"sample_id", "status", "reason"} <= set(rows.fieldnames or ()):
+            return []
+        return [(row["sample_id"], row["reason"]) for row in rows if row["status"] == "failed"]
 
 
 def release_exit():
