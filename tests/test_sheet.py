@@ -38,3 +38,35 @@ def test_empty_sheets(tmp_path, content):
 def test_missing_sheet(tmp_path):
     with pytest.raises(SheetError, match="not found"):
         load_sample_sheet(tmp_path / "nope.tsv")
+
+
+def test_a_field_past_the_header_and_a_column_named_twice_are_named(tmp_path):
+    (tmp_path / "a.fcs").write_bytes(b"x")
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("sample_id\tsubject\tsubject\ttimepoint\tday\tfcs\n"
+                     "s1\tP1\tP1\tD0\t0\ta.fcs\textra\n")
+    with pytest.raises(SheetError) as info:
+        load_sample_sheet(sheet)
+    message = str(info.value)
+    assert "line 2: 7 fields where the header (line 1) names 6 columns: 'extra'" in message
+    assert "line 1: column 'subject' is named twice in the header (columns 2 and 3)" in message
+
+
+def test_trailing_tabs_of_a_spreadsheet_export_are_dropped(tmp_path):
+    (tmp_path / "a.fcs").write_bytes(b"x")
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text(HEADER.replace("\n", "\t\n") + "s1\tP1\tD0\t0\ta.fcs\t\t\n" + "s2\tP1\tD5\t5\ta.fcs\n")
+    table = load_sample_sheet(sheet)
+    assert list(table.columns) == ["sample_id", "subject", "timepoint", "day", "fcs"]
+    assert list(table.index) == ["s1", "s2"] and list(table["day"]) == [0, 5]
+    sheet.write_text(HEADER.replace("\n", "\t\n") + "s1\tP1\tD0\t0\ta.fcs\tnote\n")
+    with pytest.raises(SheetError, match="line 1: column 6 holds values but has no name"):
+        load_sample_sheet(sheet)
+
+
+def test_an_infinite_lymphocyte_count_is_refused(tmp_path):
+    (tmp_path / "a.fcs").write_bytes(b"x")
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text(HEADER.replace("\n", "\tlymphocytes_per_ul\n") + "s1\tP1\tD0\t0\ta.fcs\tinf\n")
+    with pytest.raises(SheetError, match="line 2: lymphocytes_per_ul 'inf' is not a number"):
+        load_sample_sheet(sheet)

@@ -8,7 +8,7 @@ once, with its row, before anything runs.
 
 from __future__ import annotations
 
-import io
+import csv
 import os
 import re
 from pathlib import Path
@@ -65,18 +65,12 @@ def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.D
     if len(kept) < 2:
         raise SheetError(f"{path}: the sample sheet has no samples (a header line and one line per FCS file are "
                          f"needed: {', '.join(REQUIRED_COLUMNS)})")
-    try:
-        sheet = pd.read_csv(io.StringIO("\n".join(t for _, t in kept)), sep="\t", dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as exc:
-        raise SheetError(f"{path}: not a tab-separated sample sheet: {exc}") from None
-    sheet.columns = [c.strip() for c in sheet.columns]
-    problems = []
+    problems: list[str] = []
+    sheet = _text_table(kept, problems)
     missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
     if missing:
         problems.append(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                         f"(found: {', '.join(sheet.columns)}; needed: {', '.join(REQUIRED_COLUMNS)})")
-    for column in sheet.columns:
-        sheet[column] = sheet[column].str.strip()
     line = {i: kept[i + 1][0] for i in range(len(sheet))}  # file line of each row
     if "sample_id" in sheet:
         for i, sample in sheet["sample_id"].items():
@@ -95,7 +89,7 @@ def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.D
         sheet["day"] = days
     if "lymphocytes_per_ul" in sheet:
         counts = pd.to_numeric(sheet["lymphocytes_per_ul"].replace("", None), errors="coerce")
-        bad = counts.isna() & (sheet["lymphocytes_per_ul"] != "")
+        bad = (counts.isna() & (sheet["lymphocytes_per_ul"] != "")) | np.isinf(counts)
         for i in sheet.index[bad]:
             problems.append(f"line {line[i]}: lymphocytes_per_ul {sheet.at[i, 'lymphocytes_per_ul']!r} is not a number")
         for i in sheet.index[counts < 0]:
@@ -117,3 +111,34 @@ def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.D
         raise SheetError(f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in the sample sheet:\n  - "
                          + "\n  - ".join(problems))
     return sheet.set_index("sample_id", drop=False)
+
+
+def _text_table(kept: list[tuple[int, str]], problems: list[str]) -> pd.DataFrame:
+    """The header and rows (``kept``: file line and text) as a table of stripped text.
+
+    Each line is one row (csv quoting, tab-separated). A short row is filled with empty fields;
+    empty fields past the header's columns (trailing tabs of a spreadsheet export) and columns
+    without a name or values are dropped. Problems (a field past the header's columns, a column
+    named twice or holding values without a name) are added to ``problems``, keeping the first
+    column of a name, so that the other checks still run.
+    """
+    rows = [[field.strip() for field in next(csv.reader([text], delimiter="\t"), [])] for _, text in kept]
+    header, body = rows[0], rows[1:]
+    width = len(header)
+    for (n, _), fields in zip(kept[1:], body):
+        extra = [f for f in fields[width:] if f]
+        if extra:
+            problems.append(f"line {n}: {len(fields)} fields where the header (line {kept[0][0]}) names {width} "
+                            f"columns: {', '.join(repr(f) for f in extra)} past the last column")
+    keep = []
+    for j, name in enumerate(header):
+        if not name:
+            if any(j < len(fields) and fields[j] for fields in body):
+                problems.append(f"line {kept[0][0]}: column {j + 1} holds values but has no name in the header")
+        elif name in header[:j]:
+            problems.append(f"line {kept[0][0]}: column {name!r} is named twice in the header (columns "
+                            f"{header.index(name) + 1} and {j + 1})")
+        else:
+            keep.append(j)
+    return pd.DataFrame([[fields[j] if j < len(fields) else "" for j in keep] for fields in body],
+                        columns=[header[j] for j in keep], dtype=object)
