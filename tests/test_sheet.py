@@ -70,3 +70,10 @@ def test_an_infinite_lymphocyte_count_is_refused(tmp_path):
     sheet.write_text(HEADER.replace("\n", "\tlymphocytes_per_ul\n") + "s1\tP1\tD0\t0\ta.fcs\tinf\n")
     with pytest.raises(SheetError, match="line 2: lymphocytes_per_ul 'inf' is not a number"):
         load_sample_sheet(sheet)
+
+
+def test_a_comma_separated_sheet_is_named_as_such(tmp_path):
+    sheet = tmp_path / "s.csv"
+    sheet.write_text(HEADER.replace("\t", ",") + "s1,P1,D0,0,a.fcs\n")
+    with pytest.raises(SheetError, match="the sheet is tab-separated, and this header is separated by ','"):
+        load_sample_sheet(sheet)

@@ -49,8 +49,9 @@ def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.D
     Raises
     ------
     SheetError
-        Listing every problem: missing columns, duplicate or empty ``sample_id``, a ``day`` that is
-        not a number, an unknown ``role``, FCS files that do not exist. Rows are numbered as in
+        Listing every problem: a field past the header's columns, a column named twice, missing
+        columns, duplicate or empty ``sample_id``, a ``day`` that is not a number, an unknown
+        ``role``, FCS files that do not exist. Rows are numbered as in
         the file (the header is line 1).
     """
     path = Path(path)
@@ -69,8 +70,11 @@ def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.D
     sheet = _text_table(kept, problems)
     missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
     if missing:
+        separator = next((c for c in (",", ";") if len(sheet.columns) == 1 and c in sheet.columns[0]), None)
         problems.append(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                        f"(found: {', '.join(sheet.columns)}; needed: {', '.join(REQUIRED_COLUMNS)})")
+                        f"(found: {', '.join(sheet.columns)}; needed: {', '.join(REQUIRED_COLUMNS)})"
+                        + (f"; the sheet is tab-separated, and this header is separated by {separator!r}"
+                           if separator else ""))
     line = {i: kept[i + 1][0] for i in range(len(sheet))}  # file line of each row
     if "sample_id" in sheet:
         for i, sample in sheet["sample_id"].items():
