@@ -77,3 +77,16 @@ def test_a_comma_separated_sheet_is_named_as_such(tmp_path):
     sheet.write_text(HEADER.replace("\t", ",") + "s1,P1,D0,0,a.fcs\n")
     with pytest.raises(SheetError, match="the sheet is tab-separated, and this header is separated by ','"):
         load_sample_sheet(sheet)
+
+
+def test_a_line_that_is_not_one_row_is_named(tmp_path):
+    """One line per sample: a quoted cell with a line break (a spreadsheet's notes column) is
+    named, not read as two broken rows; so is a NUL character."""
+    (tmp_path / "a.fcs").write_bytes(b"x")
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text(HEADER.replace("\n", "\tnote\n") + 's1\tP1\tD0\t0\ta.fcs\t"two\nlines"\n' + "s2\tP\x001\tD0\t0\ta.fcs\t\n")
+    with pytest.raises(SheetError) as info:
+        load_sample_sheet(sheet)
+    message = str(info.value)
+    assert "line 2: not one row of tab-separated fields" in message and "a quoted cell must end on its line" in message
+    assert "line 4: a NUL character" in message

@@ -231,6 +231,16 @@ def test_snakemake_plans_the_demo_without_pandas(tmp_path, monkeypatch, sheet):
         assert imported == []
 
 
+def test_an_empty_role_is_a_patient_for_the_workflow_too(tmp_path):
+    """load_sample_sheet takes an empty role (a patient, for the statistics): the row schema
+    that Snakemake's validate checks the sheet with does too."""
+    (tmp_path / "a.fcs").write_bytes(b"")  # a dry run reads no file
+    (tmp_path / "samples.tsv").write_text("sample_id\tsubject\ttimepoint\tday\tfcs\trole\n"
+                                          "s1\tP1\tD0\t0\ta.fcs\t\ns2\tH1\tD0\t0\ta.fcs\thealthy\n")
+    run = snakemake(tmp_path, "-n", config={"samples": str(tmp_path / "samples.tsv")})
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
 def test_rerun_executes_nothing(finished):
     run = snakemake(finished, config=TINY)
     assert run.returncode == 0

@@ -44,6 +44,21 @@ def records_tsv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None
     return buffer.getvalue()
 
 
+def read_records_tsv(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:
+    """The columns and rows (as text) of a tab-separated table, without importing pandas: the
+    reverse of :func:`records_tsv`. A byte-order mark is skipped, as pandas skips it; a row
+    with more fields than columns raises ValueError naming its line (a short row's missing
+    fields are None)."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        rows = []
+        for row in reader:
+            if None in row:
+                raise ValueError(f"{Path(path).name} line {reader.line_num} has more fields than columns")
+            rows.append(row)
+        return list(reader.fieldnames or []), rows
+
+
 def _cell(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None

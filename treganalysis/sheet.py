@@ -12,11 +12,14 @@ import csv
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .errors import TregAnalysisError
+
+if TYPE_CHECKING:  # imported where a table is built: the workflow imports SAFE_ID without it
+    import pandas as pd
 
 __all__ = ["SheetError", "load_sample_sheet", "REQUIRED_COLUMNS", "ROLES"]
 
@@ -28,7 +31,7 @@ class SheetError(TregAnalysisError):
     """A sample sheet with problems; the message lists every one with its row."""
 
 
-SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # sample ids name files and folders
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # sample ids (and pooling groups) name files and folders
 
 
 def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.DataFrame:
@@ -54,6 +57,8 @@ def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.D
         ``role``, FCS files that do not exist. Rows are numbered as in
         the file (the header is line 1).
     """
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise SheetError(f"{path}: sample sheet not found")
@@ -122,11 +127,13 @@ def _text_table(kept: list[tuple[int, str]], problems: list[str]) -> pd.DataFram
 
     Each line is one row (csv quoting, tab-separated). A short row is filled with empty fields;
     empty fields past the header's columns (trailing tabs of a spreadsheet export) and columns
-    without a name or values are dropped. Problems (a field past the header's columns, a column
-    named twice or holding values without a name) are added to ``problems``, keeping the first
-    column of a name, so that the other checks still run.
+    without a name or values are dropped. Problems (a line that is not one row, a field past the
+    header's columns, a column named twice or holding values without a name) are added to
+    ``problems``, keeping the first column of a name, so that the other checks still run.
     """
-    rows = [[field.strip() for field in next(csv.reader([text], delimiter="\t"), [])] for _, text in kept]
+    import pandas as pd
+
+    rows = [_fields(n, text, problems) for n, text in kept]
     header, body = rows[0], rows[1:]
     width = len(header)
     for (n, _), fields in zip(kept[1:], body):
@@ -146,3 +153,19 @@ def _text_table(kept: list[tuple[int, str]], problems: list[str]) -> pd.DataFram
             keep.append(j)
     return pd.DataFrame([[fields[j] if j < len(fields) else "" for j in keep] for fields in body],
                         columns=[header[j] for j in keep], dtype=object)
+
+
+def _fields(n: int, text: str, problems: list[str]) -> list[str]:
+    """The stripped fields of file line ``n``; a line that is not one row of tab-separated
+    fields (a quoted cell that does not end on its line, a NUL character, a field over the csv
+    module's size limit) is a problem, and its fields are then split at every tab."""
+    if "\x00" in text:
+        problems.append(f"line {n}: a NUL character: is this a text file?")
+        text = text.replace("\x00", "")
+    try:
+        fields = next(csv.reader([text], delimiter="\t", strict=True), [])
+    except csv.Error as exc:
+        problems.append(f"line {n}: not one row of tab-separated fields ({exc}); the sheet has one line per sample, "
+                        "so a quoted cell must end on its line")
+        fields = text.split("\t")
+    return [field.strip() for field in fields]

@@ -1,6 +1,5 @@
 # Configuration and sample sheet: checked before any job runs, every problem listed at once.
 import compileall
-import csv
 import gc
 import json
 import os
@@ -14,8 +13,10 @@ import time
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from treganalysis._files import read_records_tsv
 from treganalysis.errors import TregAnalysisError
 from treganalysis.settings import config_problems
+from treganalysis.sheet import SAFE_ID, load_sample_sheet
 from treganalysis.simulate import PRESETS, cohort_plan
 
 
@@ -26,7 +27,8 @@ if _problems:
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 
 # One dict per sample. The demo's are planned without pandas, whose import (0.3-0.4 s) would add to
-# every snakemake command's start; a sample sheet is read and checked with it.
+# every snakemake command's start; a sample sheet is read and checked with it (load_sample_sheet
+# imports it when called).
 DEMO = config["samples"] == "demo"
 if DEMO:
     SHEET = "resources/demo/samples.tsv"
@@ -34,8 +36,6 @@ if DEMO:
     for _row in _rows:
         _row["fcs"] = f"resources/demo/fcs/{_row['sample_id']}.fcs"
 else:
-    from treganalysis.sheet import load_sample_sheet
-
     SHEET = config["samples"]
     try:
         _sheet = load_sample_sheet(SHEET)
@@ -63,7 +63,7 @@ if POOL_BY != "none":
     if any(str(row.get(POOL_BY, "")).strip() == "" for row in _rows):
         raise WorkflowError(f"pool_by: {POOL_BY} needs a {POOL_BY} value for every sample of {SHEET}")
     GROUP = {row["sample_id"]: str(row[POOL_BY]) for row in _rows}
-    _unsafe = sorted({g for g in GROUP.values() if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", g)})
+    _unsafe = sorted({g for g in GROUP.values() if not SAFE_ID.fullmatch(g)})
     if _unsafe:
         raise WorkflowError(f"pool_by: {POOL_BY}: group names are used in file names and may hold only letters, "
                             f"digits, '.', '_' and '-': {', '.join(repr(g) for g in _unsafe)}")
@@ -125,13 +125,15 @@ def failed_samples():
     path = "results/cohort/populations.tsv"
     if not os.path.exists(path) or os.path.getmtime(path) < _STARTED:
         return []
-    # the csv module: the demo's Snakemake process has not imported pandas (above); a failed
+    # without pandas, which the demo's Snakemake process has not imported (above); a failed
     # sample has one row, with the reason
-    with open(path, newline="", encoding="utf-8") as table:
-        rows = csv.DictReader(table, delimiter="\t")
-        if not {"sample_id", "status", "reason"} <= set(rows.fieldnames or ()):
-            return []
-        return [(row["sample_id"], row["reason"]) for row in rows if row["status"] == "failed"]
+    try:
+        columns, rows = read_records_tsv(path)
+    except (OSError, ValueError):
+        return []
+    if not {"sample_id", "status", "reason"} <= set(columns):
+        return []
+    return [(row["sample_id"], row["reason"]) for row in rows if row["status"] == "failed"]
 
 
 def release_exit():
