@@ -187,11 +187,12 @@ def test_the_jobs_package_is_compiled_once_for_them(tmp_path):
 
 
 # Every `import pandas` statement run while our code is on the stack (the Snakefile, its rules
-# files, the package) is written to TA_PANDAS_LOG: a plugin that imported pandas first would hide
+# files, the package: TA_OURS) is written to TA_PANDAS_LOG: a plugin that imported pandas first would hide
 # a later import of ours from the import system itself, not from this hook.
 _PANDAS_HOOK = """
 import builtins, os, sys
-_real, _ours, _log = builtins.__import__, os.environ["TA_REPO"] + os.sep, os.environ["TA_PANDAS_LOG"]
+_real, _log = builtins.__import__, os.environ["TA_PANDAS_LOG"]
+_ours = tuple(os.environ["TA_OURS"].split(os.pathsep))
 def _import(name, globals=None, locals=None, fromlist=(), level=0):
     if name == "pandas" or name.startswith("pandas."):
         frame = sys._getframe(1)
@@ -215,7 +216,10 @@ def test_snakemake_plans_the_demo_without_pandas(tmp_path, monkeypatch, sheet):
     (hook / "sitecustomize.py").write_text(_PANDAS_HOOK)
     log = tmp_path / "pandas.log"
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(hook), os.environ.get("PYTHONPATH")))))
-    monkeypatch.setenv("TA_REPO", str(REPO))
+    # our code only: the Snakefile, its rules and the package (a virtual environment may live in
+    # the repository, as CI's .venv does, and pandas' own modules import each other)
+    ours = [str(REPO / "Snakefile"), str(REPO / "workflow") + os.sep, str(REPO / "treganalysis") + os.sep]
+    monkeypatch.setenv("TA_OURS", os.pathsep.join(ours))
     monkeypatch.setenv("TA_PANDAS_LOG", str(log))
     config = dict(TINY)
     if sheet:
