@@ -52,9 +52,9 @@ def load_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> pd.D
     Raises
     ------
     SheetError
-        Listing every problem: a field past the header's columns, a column named twice, missing
-        columns, duplicate or empty ``sample_id``, a ``day`` that is not a number, an unknown
-        ``role``, FCS files that do not exist. Rows are numbered as in
+        Listing every problem: a line that is not one row, a field past the header's columns, a
+        column named twice, missing columns, duplicate or empty ``sample_id``, a ``day`` that is
+        not a number, an unknown ``role``, FCS files that do not exist. Rows are numbered as in
         the file (the header is line 1).
     """
     import pandas as pd
