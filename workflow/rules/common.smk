@@ -4,7 +4,6 @@ import gc
 import json
 import os
 import py_compile
-import re
 import shlex
 import sys
 import threading
